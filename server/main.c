@@ -1,0 +1,250 @@
+/*
+ * main.c — nornd: flags and environment, logging, signals, graceful drain.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "nornd.h"
+#include "util.h"
+
+#define MAX_SECRET_FILE (1u << 20)
+
+static void usage(FILE *out)
+{
+    fputs("usage: nornd [options]\n"
+          "\n"
+          "Norn: monitoring for AI agents, as a gRPC service.\n"
+          "\n"
+          "options (each also read from the environment variable shown):\n"
+          "  --listen ADDR            address to serve on (NORN_LISTEN, default 127.0.0.1:50051;\n"
+          "                           port 0 picks a free port)\n"
+          "  --data-dir DIR           RocksDB data directory (NORN_DATA_DIR, default ./norn-data)\n"
+          "  --threads N              completion-queue worker threads (NORN_THREADS, default 2)\n"
+          "  --log-level LEVEL        debug, info, warn or error (NORN_LOG_LEVEL, default info)\n"
+          "  --api-key-file FILE      require this API key on every RPC but Health\n"
+          "                           (NORN_API_KEY_FILE; or the key itself in NORN_API_KEY)\n"
+          "  --tls-cert FILE          serve TLS with this PEM certificate chain (NORN_TLS_CERT)\n"
+          "  --tls-key FILE           ...and this PEM private key (NORN_TLS_KEY)\n"
+          "  --tls-client-ca FILE     require client certificates from this CA: mTLS\n"
+          "                           (NORN_TLS_CLIENT_CA)\n"
+          "  --max-message-bytes N    largest request message (NORN_MAX_MESSAGE_BYTES, 4194304)\n"
+          "  --max-connection-age-ms N  close connections after N ms so load balancers\n"
+          "                           rebalance (NORN_MAX_CONNECTION_AGE_MS, default 0 = never)\n"
+          "  --drain-grace-ms N       on SIGTERM, time given to calls in flight\n"
+          "                           (NORN_DRAIN_GRACE_MS, default 10000)\n"
+          "  --port-file FILE         write the bound port here once listening\n"
+          "  -h, --help               this text\n"
+          "\n"
+          "SIGTERM or SIGINT drains: Health turns NOT_SERVING, new calls are refused, open\n"
+          "streams end with UNAVAILABLE, calls in flight finish, and nornd exits 0.\n",
+          out);
+}
+
+static int parse_long(const char *name, const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "nornd: %s must be a whole number from %lld to %lld (got '%s')\n", name,
+                lo, hi, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static char *read_pem(const char *what, const char *path)
+{
+    char *s = read_file_limited(path, MAX_SECRET_FILE, NULL);
+    if (!s)
+        fprintf(stderr, "nornd: cannot read %s file %s: %s\n", what, path, strerror(errno));
+    return s;
+}
+
+/* Trailing newlines in a key file are not part of the key. */
+static void chomp(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+        s[--n] = '\0';
+}
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_DATA_DIR,
+    OPT_THREADS,
+    OPT_LOG_LEVEL,
+    OPT_API_KEY_FILE,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CLIENT_CA,
+    OPT_MAX_MESSAGE,
+    OPT_MAX_AGE,
+    OPT_GRACE,
+    OPT_PORT_FILE,
+};
+
+int main(int argc, char **argv)
+{
+    NorndConfig cfg;
+    nornd_config_init(&cfg);
+    const char *listen = getenv("NORN_LISTEN"), *data_dir = getenv("NORN_DATA_DIR");
+    const char *threads = getenv("NORN_THREADS"), *level = getenv("NORN_LOG_LEVEL");
+    const char *key_file = getenv("NORN_API_KEY_FILE"), *tls_cert = getenv("NORN_TLS_CERT");
+    const char *tls_key = getenv("NORN_TLS_KEY"), *tls_ca = getenv("NORN_TLS_CLIENT_CA");
+    const char *max_msg = getenv("NORN_MAX_MESSAGE_BYTES");
+    const char *max_age = getenv("NORN_MAX_CONNECTION_AGE_MS");
+    const char *grace = getenv("NORN_DRAIN_GRACE_MS"), *port_file = NULL;
+
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"api-key-file", required_argument, NULL, OPT_API_KEY_FILE},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+        {"tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA},
+        {"max-message-bytes", required_argument, NULL, OPT_MAX_MESSAGE},
+        {"max-connection-age-ms", required_argument, NULL, OPT_MAX_AGE},
+        {"drain-grace-ms", required_argument, NULL, OPT_GRACE},
+        {"port-file", required_argument, NULL, OPT_PORT_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_LISTEN: listen = optarg; break;
+        case OPT_DATA_DIR: data_dir = optarg; break;
+        case OPT_THREADS: threads = optarg; break;
+        case OPT_LOG_LEVEL: level = optarg; break;
+        case OPT_API_KEY_FILE: key_file = optarg; break;
+        case OPT_TLS_CERT: tls_cert = optarg; break;
+        case OPT_TLS_KEY: tls_key = optarg; break;
+        case OPT_TLS_CLIENT_CA: tls_ca = optarg; break;
+        case OPT_MAX_MESSAGE: max_msg = optarg; break;
+        case OPT_MAX_AGE: max_age = optarg; break;
+        case OPT_GRACE: grace = optarg; break;
+        case OPT_PORT_FILE: port_file = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "nornd: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+
+    long long v;
+    if (level) {
+        LogLevel lv;
+        if (log_level_parse(level, &lv) != 0) {
+            fprintf(stderr, "nornd: --log-level must be debug, info, warn or error (got '%s')\n",
+                    level);
+            return 2;
+        }
+        log_set_level(lv);
+    }
+    if (listen)
+        cfg.rpc.listen = listen;
+    if (data_dir)
+        cfg.data_dir = data_dir;
+    if (threads) {
+        if (parse_long("--threads", threads, 1, 64, &v))
+            return 2;
+        cfg.rpc.threads = (int)v;
+    }
+    if (max_msg) {
+        if (parse_long("--max-message-bytes", max_msg, 1024, 1 << 30, &v))
+            return 2;
+        cfg.rpc.max_recv_bytes = (size_t)v;
+    }
+    if (max_age) {
+        if (parse_long("--max-connection-age-ms", max_age, 0, INT32_MAX, &v))
+            return 2;
+        cfg.rpc.max_connection_age_ms = v;
+    }
+    if (grace) {
+        if (parse_long("--drain-grace-ms", grace, 0, 3600000, &v))
+            return 2;
+        cfg.drain_grace_ms = v;
+    }
+    char *api_key = NULL, *cert = NULL, *key = NULL, *ca = NULL;
+    if (key_file) {
+        if (!(api_key = read_pem("API key", key_file)))
+            return 2;
+        chomp(api_key);
+        if (!*api_key) {
+            fprintf(stderr, "nornd: API key file %s is empty\n", key_file);
+            return 2;
+        }
+    } else if (getenv("NORN_API_KEY") && *getenv("NORN_API_KEY")) {
+        api_key = strdup(getenv("NORN_API_KEY"));
+    }
+    cfg.rpc.api_key = api_key;
+    if ((tls_cert != NULL) != (tls_key != NULL)) {
+        fprintf(stderr, "nornd: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (tls_ca && !tls_cert) {
+        fprintf(stderr, "nornd: --tls-client-ca needs --tls-cert and --tls-key\n");
+        return 2;
+    }
+    if (tls_cert && (!(cert = read_pem("TLS certificate", tls_cert)) ||
+                     !(key = read_pem("TLS key", tls_key))))
+        return 2;
+    if (tls_ca && !(ca = read_pem("client CA", tls_ca)))
+        return 2;
+    cfg.rpc.tls_cert_pem = cert;
+    cfg.rpc.tls_key_pem = key;
+    cfg.rpc.tls_client_ca_pem = ca;
+
+    /* gRPC's threads inherit this mask, so only sigwait below sees them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[512];
+    Nornd *d = nornd_start(&cfg, err, sizeof err);
+    free(cert);
+    free(key);
+    free(ca);
+    if (!d) {
+        log_error("start_failed", "error=%s", log_quote(err, (char[600]){0}, 600));
+        fprintf(stderr, "nornd: %s\n", err);
+        free(api_key);
+        return 1;
+    }
+    log_info("listening", "listen=%s port=%d threads=%d data_dir=%s auth=%s tls=%s",
+             cfg.rpc.listen, nornd_port(d), cfg.rpc.threads, cfg.data_dir,
+             api_key ? "api-key" : "off", ca ? "mtls" : tls_cert ? "on" : "off");
+    if (port_file) {
+        FILE *f = fopen(port_file, "w");
+        if (!f || fprintf(f, "%d\n", nornd_port(d)) < 0 || fclose(f) != 0) {
+            fprintf(stderr, "nornd: cannot write port file %s\n", port_file);
+            nornd_drain(d);
+            nornd_free(d);
+            free(api_key);
+            return 1;
+        }
+    }
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_info("draining", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    nornd_drain(d);
+    nornd_free(d);
+    free(api_key);
+    log_info("stopped", "exit=0");
+    return 0;
+}

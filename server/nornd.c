@@ -1,0 +1,129 @@
+/*
+ * nornd.c — wiring of the daemon's parts (see nornd.h).
+ */
+#include "nornd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "health.h"
+#include "log.h"
+#include "norn_descriptor_set.h"
+#include "norn/v1/agent_service.grpc-c.h"
+#include "norn/v1/audit_service.grpc-c.h"
+#include "norn/v1/config_service.grpc-c.h"
+#include "norn/v1/session_service.grpc-c.h"
+#include "norn/v1/stats_service.grpc-c.h"
+#include "norn/v1/swarm_service.grpc-c.h"
+#include "reflection.h"
+
+struct Nornd {
+    RpcServer *srv;
+    Health *health;
+    Reflection *reflection;
+    int64_t drain_grace_ms;
+};
+
+/* Services whose RPCs are not written yet: an empty handler table answers
+ * every method with UNIMPLEMENTED. */
+static const Norn__V1__SessionService_Handlers session_handlers;
+static const Norn__V1__AgentService_Handlers agent_handlers;
+static const Norn__V1__SwarmService_Handlers swarm_handlers;
+static const Norn__V1__AuditService_Handlers audit_handlers;
+static const Norn__V1__ConfigService_Handlers config_handlers;
+static const Norn__V1__StatsService_Handlers stats_handlers;
+
+void nornd_config_init(NorndConfig *c)
+{
+    memset(c, 0, sizeof *c);
+    rpc_server_options_init(&c->rpc);
+    c->data_dir = "./norn-data";
+    c->drain_grace_ms = 10000;
+}
+
+static int ensure_dir(const char *path, char *err, size_t errlen)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return 0;
+    }
+    snprintf(err, errlen, "data dir %s: %s", path, strerror(errno ? errno : ENOTDIR));
+    return -1;
+}
+
+Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
+{
+    if (ensure_dir(c->data_dir, err, errlen) != 0)
+        return NULL;
+    Nornd *d = calloc(1, sizeof *d);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    d->drain_grace_ms = c->drain_grace_ms;
+    d->health = health_new();
+    d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
+    if (!d->health || !d->reflection) {
+        snprintf(err, errlen, "cannot index the embedded API descriptors");
+        nornd_free(d);
+        return NULL;
+    }
+    d->srv = rpc_server_create(&c->rpc, err, errlen);
+    if (!d->srv) {
+        nornd_free(d);
+        return NULL;
+    }
+    const RpcService *norn_services[] = {
+        &norn__v1__session_service__rpc, &norn__v1__agent_service__rpc,
+        &norn__v1__swarm_service__rpc,   &norn__v1__audit_service__rpc,
+        &norn__v1__config_service__rpc,  &norn__v1__stats_service__rpc,
+    };
+    int rc = norn__v1__session_service__serve(d->srv, &session_handlers, d) |
+             norn__v1__agent_service__serve(d->srv, &agent_handlers, d) |
+             norn__v1__swarm_service__serve(d->srv, &swarm_handlers, d) |
+             norn__v1__audit_service__serve(d->srv, &audit_handlers, d) |
+             norn__v1__config_service__serve(d->srv, &config_handlers, d) |
+             norn__v1__stats_service__serve(d->srv, &stats_handlers, d) |
+             health_register(d->health, d->srv) | reflection_register(d->reflection, d->srv);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot register services");
+        nornd_free(d);
+        return NULL;
+    }
+    health_set(d->health, "", HEALTH_SERVING);
+    for (size_t i = 0; i < sizeof norn_services / sizeof norn_services[0]; i++) {
+        health_set(d->health, norn_services[i]->name, HEALTH_SERVING);
+        reflection_add_service(d->reflection, norn_services[i]->name);
+    }
+    reflection_add_service(d->reflection, "grpc.health.v1.Health");
+    reflection_add_service(d->reflection, "grpc.reflection.v1.ServerReflection");
+    reflection_add_service(d->reflection, "grpc.reflection.v1alpha.ServerReflection");
+    if (rpc_server_start(d->srv, err, errlen) != 0) {
+        nornd_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int nornd_port(const Nornd *d) { return rpc_server_port(d->srv); }
+
+void nornd_drain(Nornd *d)
+{
+    health_set_all(d->health, HEALTH_NOT_SERVING);
+    int cancelled = rpc_server_shutdown(d->srv, d->drain_grace_ms);
+    log_info("drained", "cancelled_calls=%d", cancelled);
+}
+
+void nornd_free(Nornd *d)
+{
+    if (!d)
+        return;
+    rpc_server_destroy(d->srv);
+    reflection_free(d->reflection);
+    health_free(d->health);
+    free(d);
+}

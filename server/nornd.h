@@ -1,0 +1,28 @@
+/*
+ * nornd.h — assembles the daemon: gRPC server, Health, reflection and the
+ * Norn services. main.c parses flags into NorndConfig; tests may start a
+ * daemon in-process the same way.
+ */
+#ifndef NORN_NORND_H
+#define NORN_NORND_H
+
+#include <stdint.h>
+
+#include "rpc_server.h"
+
+typedef struct NorndConfig {
+    RpcServerOptions rpc;   /* listen, threads, limits, keepalive, auth, TLS */
+    const char *data_dir;   /* created if missing */
+    int64_t drain_grace_ms; /* unary calls in flight get this long on SIGTERM */
+} NorndConfig;
+
+typedef struct Nornd Nornd;
+
+void nornd_config_init(NorndConfig *c);
+Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen);
+int nornd_port(const Nornd *d);
+/* Health NOT_SERVING, then a graceful drain of the RPC server. */
+void nornd_drain(Nornd *d);
+void nornd_free(Nornd *d);
+
+#endif

@@ -1,0 +1,28 @@
+/*
+ * harness.h — starts a real nornd binary (path in $NORND) on 127.0.0.1:0
+ * with a fresh data dir, learns its port from --port-file, and stops it.
+ */
+#ifndef NORN_TEST_HARNESS_H
+#define NORN_TEST_HARNESS_H
+
+#include <sys/types.h>
+
+typedef struct NorndProc {
+    pid_t pid;
+    int port;
+    char target[64];     /* "127.0.0.1:PORT" */
+    char dir[256];       /* scratch dir: data, port file, log */
+    char log_path[300];
+} NorndProc;
+
+/* Starts nornd with extra args (NULL-terminated) and env entries
+ * ("KEY=VALUE", NULL-terminated, may be NULL). 0 when it listens. */
+int nornd_spawn(NorndProc *p, const char *const *extra_args, const char *const *env);
+/* Sends `sig` and waits; returns the exit status (or 128+signal). */
+int nornd_stop(NorndProc *p, int sig);
+/* Runs a command line, returns its exit code; stdout goes to out (may be NULL). */
+int run_capture(const char *const *argv, char *out, size_t cap);
+/* Makes a scratch dir under $TMPDIR. */
+int make_scratch_dir(char *buf, size_t cap);
+
+#endif
