@@ -186,7 +186,10 @@ int main(int argc, char **argv)
         case 'S': g.server = optarg; break;
         case 'k': g.chan.api_key = optarg; break;
         case 'T': g.chan.use_tls = 1; break;
-        case 'C': g.chan.tls_ca_file = optarg; g.chan.use_tls = 1; break;
+        case 'C':
+            g.chan.tls_ca_file = optarg;
+            g.chan.use_tls = 1;
+            break;
         case 'c': g.chan.tls_cert_file = optarg; break;
         case 'K': g.chan.tls_key_file = optarg; break;
         case 'N': g.chan.tls_server_name = optarg; break;

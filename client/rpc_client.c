@@ -91,10 +91,9 @@ RpcChannel *rpc_channel_open(const char *target, const RpcChannelOptions *o, cha
             return NULL;
         }
         if (o->tls_cert_file || o->tls_key_file) {
-            cert = o->tls_cert_file ? read_file_limited(o->tls_cert_file, MAX_PEM_BYTES, NULL)
-                                    : NULL;
-            key = o->tls_key_file ? read_file_limited(o->tls_key_file, MAX_PEM_BYTES, NULL)
-                                  : NULL;
+            cert =
+                o->tls_cert_file ? read_file_limited(o->tls_cert_file, MAX_PEM_BYTES, NULL) : NULL;
+            key = o->tls_key_file ? read_file_limited(o->tls_key_file, MAX_PEM_BYTES, NULL) : NULL;
             if (!cert || !key) {
                 snprintf(err, errlen, "client TLS needs a readable certificate and key");
                 free(ca);
@@ -408,7 +407,10 @@ int rpc_stream_read(RpcClientCall *c, ProtobufCMessage **out)
     return *out ? 1 : -1;
 }
 
-void rpc_stream_cancel(RpcClientCall *c) { grpc_call_cancel(c->call, NULL); }
+void rpc_stream_cancel(RpcClientCall *c)
+{
+    grpc_call_cancel(c->call, NULL);
+}
 
 RpcCode rpc_stream_finish(RpcClientCall *c, RpcStatus *st)
 {

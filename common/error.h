@@ -18,9 +18,9 @@ typedef enum NornError {
     NORN_ERR_OUT_OF_RANGE = -4, /* e.g. a watch from a compacted revision */
     NORN_ERR_EXHAUSTED = -5,    /* a queue or limit is full */
     NORN_ERR_UNAUTHENTICATED = -6,
-    NORN_ERR_STORAGE = -7,      /* the store refused a read or write */
+    NORN_ERR_STORAGE = -7, /* the store refused a read or write */
     NORN_ERR_INTERNAL = -8,
-    NORN_ERR_UNAVAILABLE = -9,  /* draining, or a dependency is down */
+    NORN_ERR_UNAVAILABLE = -9, /* draining, or a dependency is down */
     NORN_ERR_NO_MEMORY = -10,
     NORN_ERR_EXISTS = -11,
 } NornError;

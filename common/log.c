@@ -22,9 +22,15 @@ int log_level_parse(const char *s, LogLevel *out)
     return -1;
 }
 
-void log_set_level(LogLevel level) { atomic_store(&current_level, (int)level); }
+void log_set_level(LogLevel level)
+{
+    atomic_store(&current_level, (int)level);
+}
 
-int log_enabled(LogLevel level) { return (int)level >= atomic_load(&current_level); }
+int log_enabled(LogLevel level)
+{
+    return (int)level >= atomic_load(&current_level);
+}
 
 void log_msg(LogLevel level, const char *event, const char *fmt, ...)
 {
@@ -36,8 +42,8 @@ void log_msg(LogLevel level, const char *event, const char *fmt, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], event);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level], event);
     if (fmt && *fmt && n > 0 && (size_t)n < sizeof line - 2) {
         line[n++] = ' ';
         va_list ap;

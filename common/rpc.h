@@ -160,24 +160,24 @@ typedef struct RpcChannel RpcChannel;
 typedef struct RpcClientCall RpcClientCall;
 
 typedef struct RpcChannelOptions {
-    const char *api_key;        /* sent as "authorization: Bearer KEY" */
-    int use_tls;                /* 1 = TLS */
-    const char *tls_ca_file;    /* PEM roots; NULL = system roots */
-    const char *tls_cert_file;  /* client certificate (mTLS) */
-    const char *tls_key_file;   /* client key (mTLS) */
+    const char *api_key;         /* sent as "authorization: Bearer KEY" */
+    int use_tls;                 /* 1 = TLS */
+    const char *tls_ca_file;     /* PEM roots; NULL = system roots */
+    const char *tls_cert_file;   /* client certificate (mTLS) */
+    const char *tls_key_file;    /* client key (mTLS) */
     const char *tls_server_name; /* overrides the name checked in the cert */
-    size_t max_recv_bytes;      /* 0 = 64 MiB */
+    size_t max_recv_bytes;       /* 0 = 64 MiB */
 } RpcChannelOptions;
 
 typedef struct RpcCallOptions {
-    int64_t timeout_ms;              /* 0 = no deadline */
-    const RpcMetadata *metadata;     /* extra request metadata */
+    int64_t timeout_ms;          /* 0 = no deadline */
+    const RpcMetadata *metadata; /* extra request metadata */
     size_t n_metadata;
 } RpcCallOptions;
 
 typedef struct RpcStatus {
     RpcCode code;
-    char *message;        /* malloc'd, may be NULL */
+    char *message;         /* malloc'd, may be NULL */
     RpcMetadata *trailers; /* malloc'd */
     size_t n_trailers;
 } RpcStatus;

@@ -67,7 +67,8 @@ static void notify_locked(Health *h, Watcher *w)
         w->last_sent = (int)st;
 }
 
-static RpcCode health_check(void *ud, RpcCall *call, const Grpc__Health__V1__HealthCheckRequest *req,
+static RpcCode health_check(void *ud, RpcCall *call,
+                            const Grpc__Health__V1__HealthCheckRequest *req,
                             Grpc__Health__V1__HealthCheckResponse *resp)
 {
     Health *h = ud;
@@ -96,7 +97,8 @@ static void watcher_done(void *arg)
     free(w);
 }
 
-static RpcCode health_watch(void *ud, RpcCall *call, const Grpc__Health__V1__HealthCheckRequest *req)
+static RpcCode health_watch(void *ud, RpcCall *call,
+                            const Grpc__Health__V1__HealthCheckRequest *req)
 {
     Health *h = ud;
     if (strlen(req->service) > MAX_SERVICE_NAME)

@@ -51,8 +51,8 @@ static int parse_long(const char *name, const char *s, long long lo, long long h
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "nornd: %s must be a whole number from %lld to %lld (got '%s')\n", name,
-                lo, hi, s);
+        fprintf(stderr, "nornd: %s must be a whole number from %lld to %lld (got '%s')\n", name, lo,
+                hi, s);
         return -1;
     }
     *out = v;
@@ -197,8 +197,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "nornd: --tls-client-ca needs --tls-cert and --tls-key\n");
         return 2;
     }
-    if (tls_cert && (!(cert = read_pem("TLS certificate", tls_cert)) ||
-                     !(key = read_pem("TLS key", tls_key))))
+    if (tls_cert &&
+        (!(cert = read_pem("TLS certificate", tls_cert)) || !(key = read_pem("TLS key", tls_key))))
         return 2;
     if (tls_ca && !(ca = read_pem("client CA", tls_ca)))
         return 2;
@@ -225,9 +225,11 @@ int main(int argc, char **argv)
         free(api_key);
         return 1;
     }
-    log_info("listening", "listen=%s port=%d threads=%d data_dir=%s auth=%s tls=%s",
-             cfg.rpc.listen, nornd_port(d), cfg.rpc.threads, cfg.data_dir,
-             api_key ? "api-key" : "off", ca ? "mtls" : tls_cert ? "on" : "off");
+    log_info("listening", "listen=%s port=%d threads=%d data_dir=%s auth=%s tls=%s", cfg.rpc.listen,
+             nornd_port(d), cfg.rpc.threads, cfg.data_dir, api_key ? "api-key" : "off",
+             ca         ? "mtls"
+             : tls_cert ? "on"
+                        : "off");
     if (port_file) {
         FILE *f = fopen(port_file, "w");
         if (!f || fprintf(f, "%d\n", nornd_port(d)) < 0 || fclose(f) != 0) {

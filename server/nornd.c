@@ -109,7 +109,10 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     return d;
 }
 
-int nornd_port(const Nornd *d) { return rpc_server_port(d->srv); }
+int nornd_port(const Nornd *d)
+{
+    return rpc_server_port(d->srv);
+}
 
 void nornd_drain(Nornd *d)
 {

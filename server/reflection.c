@@ -53,8 +53,8 @@ static int add_symbol(Reflection *r, const char *prefix, const char *name, int f
     return 0;
 }
 
-static int add_message(Reflection *r, const char *prefix, const Google__Protobuf__DescriptorProto *m,
-                       int file)
+static int add_message(Reflection *r, const char *prefix,
+                       const Google__Protobuf__DescriptorProto *m, int file)
 {
     if (add_symbol(r, prefix, m->name, file))
         return -1;
@@ -196,13 +196,24 @@ const RpcFileDescriptor *reflection_file(const Reflection *r, int index)
     return index >= 0 && (size_t)index < r->n_files ? &r->files[index] : NULL;
 }
 
-size_t reflection_service_count(const Reflection *r) { return r->n_services; }
+size_t reflection_service_count(const Reflection *r)
+{
+    return r->n_services;
+}
 
-const char *reflection_service_name(const Reflection *r, size_t i) { return r->services[i]; }
+const char *reflection_service_name(const Reflection *r, size_t i)
+{
+    return r->services[i];
+}
 
 /* ---- the shared answer ------------------------------------------------- */
 
-typedef enum AnswerKind { ANSWER_FILES, ANSWER_SERVICES, ANSWER_EXTENSIONS, ANSWER_ERROR } AnswerKind;
+typedef enum AnswerKind {
+    ANSWER_FILES,
+    ANSWER_SERVICES,
+    ANSWER_EXTENSIONS,
+    ANSWER_ERROR
+} AnswerKind;
 
 typedef struct Answer {
     AnswerKind kind;
@@ -227,15 +238,9 @@ static void answer(const Reflection *r, RequestKind kind, const char *arg, Answe
     memset(a, 0, sizeof *a);
     int file = -1;
     switch (kind) {
-    case REQ_LIST_SERVICES:
-        a->kind = ANSWER_SERVICES;
-        return;
-    case REQ_FILE_BY_NAME:
-        file = reflection_file_by_name(r, arg);
-        break;
-    case REQ_FILE_BY_SYMBOL:
-        file = reflection_file_by_symbol(r, arg);
-        break;
+    case REQ_LIST_SERVICES: a->kind = ANSWER_SERVICES; return;
+    case REQ_FILE_BY_NAME: file = reflection_file_by_name(r, arg); break;
+    case REQ_FILE_BY_SYMBOL: file = reflection_file_by_symbol(r, arg); break;
     case REQ_EXTENSION_NUMBERS:
         /* Norn declares no extensions: known types have none. */
         if (reflection_file_by_symbol(r, arg) >= 0) {
@@ -245,14 +250,13 @@ static void answer(const Reflection *r, RequestKind kind, const char *arg, Answe
         }
         break;
     case REQ_FILE_BY_EXTENSION:
-    case REQ_NONE:
-        break;
+    case REQ_NONE: break;
     }
     if (file < 0) {
         a->kind = ANSWER_ERROR;
         a->code = kind == REQ_NONE ? RPC_INVALID_ARGUMENT : RPC_NOT_FOUND;
-        snprintf(a->message, sizeof a->message, kind == REQ_NONE ? "empty request" : "not found: %.200s",
-                 arg ? arg : "");
+        snprintf(a->message, sizeof a->message,
+                 kind == REQ_NONE ? "empty request" : "not found: %.200s", arg ? arg : "");
         return;
     }
     a->kind = ANSWER_FILES;
@@ -260,102 +264,101 @@ static void answer(const Reflection *r, RequestKind kind, const char *arg, Answe
 }
 
 /* One adapter per protocol version; the macro keeps the two identical. */
-#define REFLECTION_VERSION(ver, VER)                                                              \
-    static RpcCode ver##_message(void *ud, RpcCall *call,                                        \
-                                 const Grpc__Reflection__##ver##__ServerReflectionRequest *req)   \
-    {                                                                                             \
-        const Reflection *r = ud;                                                                 \
-        RequestKind kind = REQ_NONE;                                                              \
-        const char *arg = NULL;                                                                   \
-        switch (req->message_request_case) {                                                      \
-        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME: \
-            kind = REQ_FILE_BY_NAME;                                                              \
-            arg = req->file_by_filename;                                                          \
-            break;                                                                                \
-        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL: \
-            kind = REQ_FILE_BY_SYMBOL;                                                            \
-            arg = req->file_containing_symbol;                                                    \
-            break;                                                                                \
-        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: \
-            kind = REQ_FILE_BY_EXTENSION;                                                         \
-            arg = req->file_containing_extension->containing_type;                                \
-            break;                                                                                \
-        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE: \
-            kind = REQ_EXTENSION_NUMBERS;                                                         \
-            arg = req->all_extension_numbers_of_type;                                             \
-            break;                                                                                \
-        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:  \
-            kind = REQ_LIST_SERVICES;                                                             \
-            break;                                                                                \
-        default:                                                                                  \
-            break;                                                                                \
-        }                                                                                         \
-        Answer a;                                                                                 \
-        answer(r, kind, arg, &a);                                                                 \
-        Grpc__Reflection__##ver##__ServerReflectionResponse resp =                                \
-            GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__INIT;                          \
-        resp.valid_host = req->host;                                                              \
-        resp.original_request = (Grpc__Reflection__##ver##__ServerReflectionRequest *)req;        \
-        Grpc__Reflection__##ver##__FileDescriptorResponse files =                                 \
-            GRPC__REFLECTION__##VER##__FILE_DESCRIPTOR_RESPONSE__INIT;                            \
-        ProtobufCBinaryData blobs[MAX_CLOSURE];                                                   \
-        Grpc__Reflection__##ver##__ListServiceResponse list =                                     \
-            GRPC__REFLECTION__##VER##__LIST_SERVICE_RESPONSE__INIT;                               \
-        Grpc__Reflection__##ver##__ServiceResponse *svc_ptrs[32];                                 \
-        Grpc__Reflection__##ver##__ServiceResponse svcs[32];                                      \
-        Grpc__Reflection__##ver##__ExtensionNumberResponse ext =                                  \
-            GRPC__REFLECTION__##VER##__EXTENSION_NUMBER_RESPONSE__INIT;                           \
-        Grpc__Reflection__##ver##__ErrorResponse err =                                            \
-            GRPC__REFLECTION__##VER##__ERROR_RESPONSE__INIT;                                      \
-        switch (a.kind) {                                                                         \
-        case ANSWER_FILES:                                                                        \
-            for (size_t i = 0; i < a.n_files; i++) {                                              \
-                const RpcFileDescriptor *f = reflection_file(r, a.files[i]);                      \
-                blobs[i].data = (uint8_t *)f->data;                                               \
-                blobs[i].len = f->len;                                                            \
-            }                                                                                     \
-            files.n_file_descriptor_proto = a.n_files;                                            \
-            files.file_descriptor_proto = blobs;                                                  \
-            resp.message_response_case =                                                          \
-                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE; \
-            resp.file_descriptor_response = &files;                                               \
-            break;                                                                                \
-        case ANSWER_SERVICES:                                                                     \
-            for (size_t i = 0; i < r->n_services && i < 32; i++) {                                \
-                Grpc__Reflection__##ver##__ServiceResponse s =                                    \
-                    GRPC__REFLECTION__##VER##__SERVICE_RESPONSE__INIT;                            \
-                s.name = r->services[i];                                                          \
-                svcs[i] = s;                                                                      \
-                svc_ptrs[i] = &svcs[i];                                                           \
-                list.n_service = i + 1;                                                           \
-            }                                                                                     \
-            list.service = svc_ptrs;                                                              \
-            resp.message_response_case =                                                          \
-                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE; \
-            resp.list_services_response = &list;                                                  \
-            break;                                                                                \
-        case ANSWER_EXTENSIONS:                                                                   \
-            ext.base_type_name = (char *)a.base_type;                                             \
-            resp.message_response_case =                                                          \
+#define REFLECTION_VERSION(ver, VER)                                                                                    \
+    static RpcCode ver##_message(void *ud, RpcCall *call,                                                               \
+                                 const Grpc__Reflection__##ver##__ServerReflectionRequest *req)                         \
+    {                                                                                                                   \
+        const Reflection *r = ud;                                                                                       \
+        RequestKind kind = REQ_NONE;                                                                                    \
+        const char *arg = NULL;                                                                                         \
+        switch (req->message_request_case) {                                                                            \
+        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:                    \
+            kind = REQ_FILE_BY_NAME;                                                                                    \
+            arg = req->file_by_filename;                                                                                \
+            break;                                                                                                      \
+        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:              \
+            kind = REQ_FILE_BY_SYMBOL;                                                                                  \
+            arg = req->file_containing_symbol;                                                                          \
+            break;                                                                                                      \
+        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION:           \
+            kind = REQ_FILE_BY_EXTENSION;                                                                               \
+            arg = req->file_containing_extension->containing_type;                                                      \
+            break;                                                                                                      \
+        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE:       \
+            kind = REQ_EXTENSION_NUMBERS;                                                                               \
+            arg = req->all_extension_numbers_of_type;                                                                   \
+            break;                                                                                                      \
+        case GRPC__REFLECTION__##VER##__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:                       \
+            kind = REQ_LIST_SERVICES;                                                                                   \
+            break;                                                                                                      \
+        default: break;                                                                                                 \
+        }                                                                                                               \
+        Answer a;                                                                                                       \
+        answer(r, kind, arg, &a);                                                                                       \
+        Grpc__Reflection__##ver##__ServerReflectionResponse resp =                                                      \
+            GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__INIT;                                                \
+        resp.valid_host = req->host;                                                                                    \
+        resp.original_request = (Grpc__Reflection__##ver##__ServerReflectionRequest *)req;                              \
+        Grpc__Reflection__##ver##__FileDescriptorResponse files =                                                       \
+            GRPC__REFLECTION__##VER##__FILE_DESCRIPTOR_RESPONSE__INIT;                                                  \
+        ProtobufCBinaryData blobs[MAX_CLOSURE];                                                                         \
+        Grpc__Reflection__##ver##__ListServiceResponse list =                                                           \
+            GRPC__REFLECTION__##VER##__LIST_SERVICE_RESPONSE__INIT;                                                     \
+        Grpc__Reflection__##ver##__ServiceResponse *svc_ptrs[32];                                                       \
+        Grpc__Reflection__##ver##__ServiceResponse svcs[32];                                                            \
+        Grpc__Reflection__##ver##__ExtensionNumberResponse ext =                                                        \
+            GRPC__REFLECTION__##VER##__EXTENSION_NUMBER_RESPONSE__INIT;                                                 \
+        Grpc__Reflection__##ver##__ErrorResponse err =                                                                  \
+            GRPC__REFLECTION__##VER##__ERROR_RESPONSE__INIT;                                                            \
+        switch (a.kind) {                                                                                               \
+        case ANSWER_FILES:                                                                                              \
+            for (size_t i = 0; i < a.n_files; i++) {                                                                    \
+                const RpcFileDescriptor *f = reflection_file(r, a.files[i]);                                            \
+                blobs[i].data = (uint8_t *)f->data;                                                                     \
+                blobs[i].len = f->len;                                                                                  \
+            }                                                                                                           \
+            files.n_file_descriptor_proto = a.n_files;                                                                  \
+            files.file_descriptor_proto = blobs;                                                                        \
+            resp.message_response_case =                                                                                \
+                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE;       \
+            resp.file_descriptor_response = &files;                                                                     \
+            break;                                                                                                      \
+        case ANSWER_SERVICES:                                                                                           \
+            for (size_t i = 0; i < r->n_services && i < 32; i++) {                                                      \
+                Grpc__Reflection__##ver##__ServiceResponse s =                                                          \
+                    GRPC__REFLECTION__##VER##__SERVICE_RESPONSE__INIT;                                                  \
+                s.name = r->services[i];                                                                                \
+                svcs[i] = s;                                                                                            \
+                svc_ptrs[i] = &svcs[i];                                                                                 \
+                list.n_service = i + 1;                                                                                 \
+            }                                                                                                           \
+            list.service = svc_ptrs;                                                                                    \
+            resp.message_response_case =                                                                                \
+                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;         \
+            resp.list_services_response = &list;                                                                        \
+            break;                                                                                                      \
+        case ANSWER_EXTENSIONS:                                                                                         \
+            ext.base_type_name = (char *)a.base_type;                                                                   \
+            resp.message_response_case =                                                                                \
                 GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ALL_EXTENSION_NUMBERS_RESPONSE; \
-            resp.all_extension_numbers_response = &ext;                                           \
-            break;                                                                                \
-        case ANSWER_ERROR:                                                                        \
-            err.error_code = (int32_t)a.code;                                                     \
-            err.error_message = a.message;                                                        \
-            resp.message_response_case =                                                          \
-                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE; \
-            resp.error_response = &err;                                                           \
-            break;                                                                                \
-        }                                                                                         \
-        RpcCode sent = rpc_call_send(call, &resp.base);                                           \
-        return sent == RPC_CANCELLED ? RPC_OK : sent;                                             \
-    }                                                                                             \
-    static RpcCode ver##_end(void *ud, RpcCall *call)                                             \
-    {                                                                                             \
-        (void)ud;                                                                                 \
-        (void)call;                                                                               \
-        return RPC_OK;                                                                            \
+            resp.all_extension_numbers_response = &ext;                                                                 \
+            break;                                                                                                      \
+        case ANSWER_ERROR:                                                                                              \
+            err.error_code = (int32_t)a.code;                                                                           \
+            err.error_message = a.message;                                                                              \
+            resp.message_response_case =                                                                                \
+                GRPC__REFLECTION__##VER##__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;                 \
+            resp.error_response = &err;                                                                                 \
+            break;                                                                                                      \
+        }                                                                                                               \
+        RpcCode sent = rpc_call_send(call, &resp.base);                                                                 \
+        return sent == RPC_CANCELLED ? RPC_OK : sent;                                                                   \
+    }                                                                                                                   \
+    static RpcCode ver##_end(void *ud, RpcCall *call)                                                                   \
+    {                                                                                                                   \
+        (void)ud;                                                                                                       \
+        (void)call;                                                                                                     \
+        return RPC_OK;                                                                                                  \
     }
 
 REFLECTION_VERSION(V1, V1)

@@ -107,8 +107,8 @@ struct RpcCall {
     pthread_mutex_t mu; /* guards everything below */
     int outstanding;    /* batches started, not yet completed */
     int recv_close_done;
-    int cancelled;      /* set by RECV_CLOSE_ON_SERVER */
-    int done;           /* call over: on_done has been (or is being) run */
+    int cancelled; /* set by RECV_CLOSE_ON_SERVER */
+    int done;      /* call over: on_done has been (or is being) run */
     int initial_md_sent;
     int send_in_flight;
     int finish_requested;
@@ -183,8 +183,8 @@ static ProtobufCMessage *unpack_message(const ProtobufCMessageDescriptor *desc,
         return NULL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s),
-                                                    GRPC_SLICE_START_PTR(s));
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     return m;
 }
@@ -286,7 +286,10 @@ int64_t rpc_call_remaining_ms(const RpcCall *c)
     return gpr_time_to_millis(left);
 }
 
-const RpcMethod *rpc_call_method(const RpcCall *c) { return c->reg ? c->reg->method : NULL; }
+const RpcMethod *rpc_call_method(const RpcCall *c)
+{
+    return c->reg ? c->reg->method : NULL;
+}
 
 void rpc_call_set_state(RpcCall *c, void *state, void (*free_fn)(void *))
 {
@@ -294,11 +297,20 @@ void rpc_call_set_state(RpcCall *c, void *state, void (*free_fn)(void *))
     c->state_free = free_fn;
 }
 
-void *rpc_call_state(const RpcCall *c) { return c->state; }
+void *rpc_call_state(const RpcCall *c)
+{
+    return c->state;
+}
 
-void rpc_call_ref(RpcCall *c) { atomic_fetch_add(&c->refs, 1); }
+void rpc_call_ref(RpcCall *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+}
 
-void rpc_call_unref(RpcCall *c) { call_unref_internal(c); }
+void rpc_call_unref(RpcCall *c)
+{
+    call_unref_internal(c);
+}
 
 int rpc_call_is_done(RpcCall *c)
 {
@@ -394,8 +406,7 @@ static void pump_locked(RpcCall *c)
     ops[n].data.send_status_from_server.trailing_metadata_count = c->n_trailers;
     ops[n].data.send_status_from_server.trailing_metadata = c->trailers;
     grpc_slice details = grpc_slice_from_copied_string(c->finish_message ? c->finish_message : "");
-    ops[n].data.send_status_from_server.status_details =
-        c->finish_message ? &details : NULL;
+    ops[n].data.send_status_from_server.status_details = c->finish_message ? &details : NULL;
     n++;
     c->status_started = 1;
     start_batch_locked(c, ops, n, &c->t_status);
@@ -614,7 +625,8 @@ static void send_unary_reply(RpcCall *c, RpcCode code, ProtobufCMessage *resp)
     }
     size_t len = protobuf_c_message_get_packed_size(resp);
     if (len > c->srv->opts.max_send_bytes) {
-        rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED, "response larger than the server's message limit");
+        rpc_call_finish(c, RPC_RESOURCE_EXHAUSTED,
+                        "response larger than the server's message limit");
         return;
     }
     pthread_mutex_lock(&c->mu);
@@ -664,8 +676,9 @@ static void handle_new_call(Worker *w, RequestSlot *slot)
         atomic_fetch_add(&srv->n_unauth, 1);
         if (payload)
             grpc_byte_buffer_destroy(payload);
-        rpc_call_finish(c, RPC_UNAUTHENTICATED,
-                        "missing or wrong API key (send 'authorization: Bearer KEY' or 'x-api-key')");
+        rpc_call_finish(
+            c, RPC_UNAUTHENTICATED,
+            "missing or wrong API key (send 'authorization: Bearer KEY' or 'x-api-key')");
         return;
     }
     if (!c->reg) {
@@ -767,14 +780,12 @@ static void arm_slot(Worker *w, RequestSlot *s)
     s->payload = NULL;
     grpc_metadata_array_init(&s->md);
     if (s->reg) {
-        e = grpc_server_request_registered_call(srv->server, s->reg->grpc_handle, &s->call,
-                                                &s->deadline, &s->md,
-                                                s->reg->method->kind == RPC_KIND_UNARY ||
-                                                        s->reg->method->kind ==
-                                                            RPC_KIND_SERVER_STREAM
-                                                    ? &s->payload
-                                                    : NULL,
-                                                w->cq, w->cq, &s->tag);
+        e = grpc_server_request_registered_call(
+            srv->server, s->reg->grpc_handle, &s->call, &s->deadline, &s->md,
+            s->reg->method->kind == RPC_KIND_UNARY || s->reg->method->kind == RPC_KIND_SERVER_STREAM
+                ? &s->payload
+                : NULL,
+            w->cq, w->cq, &s->tag);
     } else {
         grpc_call_details_init(&s->details);
         e = grpc_server_request_call(srv->server, &s->call, &s->details, &s->md, w->cq, w->cq,
@@ -941,8 +952,8 @@ RpcServer *rpc_server_create(const RpcServerOptions *o, char *err, size_t errlen
     /* Long-lived idle watchers ping to keep NATs and proxies open: accept
      * that at min_client_ping_ms even with no call in progress. */
     args[n++] = int_arg(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    args[n++] = int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                        o->min_client_ping_ms);
+    args[n++] =
+        int_arg(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, o->min_client_ping_ms);
     args[n++] = int_arg(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
     if (o->max_connection_age_ms > 0) {
         args[n++] = int_arg(GRPC_ARG_MAX_CONNECTION_AGE_MS, o->max_connection_age_ms);
@@ -993,12 +1004,12 @@ int rpc_server_add_service(RpcServer *srv, const RpcService *svc, const void *ha
             if (strncmp(m->path + 1, srv->public_services[p], l) == 0 && m->path[l + 1] == '/')
                 r->is_public = 1;
         }
-        r->grpc_handle = grpc_server_register_method(
-            srv->server, m->path, NULL,
-            m->kind == RPC_KIND_UNARY || m->kind == RPC_KIND_SERVER_STREAM
-                ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
-                : GRPC_SRM_PAYLOAD_NONE,
-            0);
+        r->grpc_handle = grpc_server_register_method(srv->server, m->path, NULL,
+                                                     m->kind == RPC_KIND_UNARY ||
+                                                             m->kind == RPC_KIND_SERVER_STREAM
+                                                         ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                                                         : GRPC_SRM_PAYLOAD_NONE,
+                                                     0);
         if (!r->grpc_handle)
             return -1;
     }
@@ -1020,7 +1031,10 @@ void rpc_server_set_public(RpcServer *srv, const char *service_name)
     }
 }
 
-int rpc_server_port(const RpcServer *srv) { return srv->port; }
+int rpc_server_port(const RpcServer *srv)
+{
+    return srv->port;
+}
 
 int rpc_server_start(RpcServer *srv, char *err, size_t errlen)
 {

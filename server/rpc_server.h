@@ -15,20 +15,20 @@
 typedef struct RpcServer RpcServer;
 
 typedef struct RpcServerOptions {
-    const char *listen;             /* "127.0.0.1:50051"; port 0 picks one */
-    int threads;                    /* completion-queue workers, >= 1 */
-    size_t max_recv_bytes;          /* per incoming message */
-    size_t max_send_bytes;          /* per outgoing message */
-    size_t max_stream_queue_bytes;  /* per call, packed but unsent */
-    int64_t keepalive_time_ms;      /* server pings idle connections */
-    int64_t keepalive_timeout_ms;   /* ...and drops them if unanswered */
-    int64_t min_client_ping_ms;     /* clients may ping this often, calls or not */
-    int64_t max_connection_age_ms;  /* 0 = connections live forever */
+    const char *listen;            /* "127.0.0.1:50051"; port 0 picks one */
+    int threads;                   /* completion-queue workers, >= 1 */
+    size_t max_recv_bytes;         /* per incoming message */
+    size_t max_send_bytes;         /* per outgoing message */
+    size_t max_stream_queue_bytes; /* per call, packed but unsent */
+    int64_t keepalive_time_ms;     /* server pings idle connections */
+    int64_t keepalive_timeout_ms;  /* ...and drops them if unanswered */
+    int64_t min_client_ping_ms;    /* clients may ping this often, calls or not */
+    int64_t max_connection_age_ms; /* 0 = connections live forever */
     int64_t max_connection_age_grace_ms;
-    const char *api_key;            /* NULL/"" = no authentication */
-    const char *tls_cert_pem;       /* server certificate chain (PEM text) */
-    const char *tls_key_pem;        /* its private key (PEM text) */
-    const char *tls_client_ca_pem;  /* set = mTLS: clients need a cert from this CA */
+    const char *api_key;           /* NULL/"" = no authentication */
+    const char *tls_cert_pem;      /* server certificate chain (PEM text) */
+    const char *tls_key_pem;       /* its private key (PEM text) */
+    const char *tls_client_ca_pem; /* set = mTLS: clients need a cert from this CA */
 } RpcServerOptions;
 
 /* Defaults for every field (listen 127.0.0.1:50051, 2 threads, 4 MiB

@@ -10,8 +10,8 @@
 typedef struct NorndProc {
     pid_t pid;
     int port;
-    char target[64];     /* "127.0.0.1:PORT" */
-    char dir[256];       /* scratch dir: data, port file, log */
+    char target[64]; /* "127.0.0.1:PORT" */
+    char dir[256];   /* scratch dir: data, port file, log */
     char log_path[300];
 } NorndProc;
 

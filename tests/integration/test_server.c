@@ -150,7 +150,8 @@ static void test_reflection_over_bidi_stream(void **state)
     assert_int_equal(nornd_spawn(&p, NULL, NULL), 0);
     RpcChannel *ch = open_plain(p.target, NULL);
     RpcCallOptions co = {.timeout_ms = 5000};
-    RpcClientCall *c = grpc__reflection__v1__server_reflection__server_reflection_info__start(ch, &co);
+    RpcClientCall *c =
+        grpc__reflection__v1__server_reflection__server_reflection_info__start(ch, &co);
     assert_non_null(c);
 
     Grpc__Reflection__V1__ServerReflectionRequest req =
@@ -158,11 +159,14 @@ static void test_reflection_over_bidi_stream(void **state)
     req.message_request_case =
         GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
     req.list_services = "";
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
     Grpc__Reflection__V1__ServerReflectionResponse *resp = NULL;
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
-    assert_int_equal(resp->message_response_case,
-                     GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
+    assert_int_equal(
+        resp->message_response_case,
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE);
     int found_session = 0, found_health = 0;
     for (size_t i = 0; i < resp->list_services_response->n_service; i++) {
         const char *n = resp->list_services_response->service[i]->name;
@@ -176,18 +180,24 @@ static void test_reflection_over_bidi_stream(void **state)
     req.message_request_case =
         GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
     req.file_containing_symbol = "norn.v1.SessionService.OpenSession";
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
-    assert_int_equal(resp->message_response_case,
-                     GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
+    assert_int_equal(
+        resp->message_response_case,
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_FILE_DESCRIPTOR_RESPONSE);
     assert_true(resp->file_descriptor_response->n_file_descriptor_proto >= 3);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 
     req.file_containing_symbol = "norn.v1.NoSuchThing";
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
-    assert_int_equal(grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
-    assert_int_equal(resp->message_response_case,
-                     GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__write(c, &req), 0);
+    assert_int_equal(
+        grpc__reflection__v1__server_reflection__server_reflection_info__read(c, &resp), 1);
+    assert_int_equal(
+        resp->message_response_case,
+        GRPC__REFLECTION__V1__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE);
     assert_int_equal(resp->error_response->error_code, RPC_NOT_FOUND);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 
@@ -392,8 +402,9 @@ static void test_cli_exit_codes(void **state)
     const char *ok[] = {cli, "--server", p.target, "health", NULL};
     assert_int_equal(run_capture(ok, out, sizeof out), 0);
     assert_string_equal(out, "SERVING\n");
-    const char *json[] = {cli, "--server", p.target, "-o", "json", "health", "--service",
-                          "norn.v1.StatsService", NULL};
+    const char *json[] = {cli,    "--server", p.target,    "-o",
+                          "json", "health",   "--service", "norn.v1.StatsService",
+                          NULL};
     assert_int_equal(run_capture(json, out, sizeof out), 0);
     assert_string_equal(out, "{\"service\":\"norn.v1.StatsService\",\"status\":\"SERVING\"}\n");
     const char *unknown[] = {cli, "--server", p.target, "health", "--service", "x.Y", NULL};

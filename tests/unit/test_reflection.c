@@ -39,8 +39,7 @@ static void test_symbols_resolve_to_files(void **state)
     assert_string_equal(file_of(r, "norn.v1.SessionService"), "norn/v1/session_service.proto");
     assert_string_equal(file_of(r, "norn.v1.SessionService.WatchSessions"),
                         "norn/v1/session_service.proto");
-    assert_string_equal(file_of(r, ".norn.v1.OpenSessionRequest"),
-                        "norn/v1/session_service.proto");
+    assert_string_equal(file_of(r, ".norn.v1.OpenSessionRequest"), "norn/v1/session_service.proto");
     assert_string_equal(file_of(r, "norn.v1.Session"), "norn/v1/common.proto");
     assert_string_equal(file_of(r, "grpc.health.v1.Health.Watch"), "grpc/health/v1/health.proto");
     assert_string_equal(file_of(r, "grpc.health.v1.HealthCheckResponse.ServingStatus"),
