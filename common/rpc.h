@@ -121,6 +121,12 @@ int64_t rpc_call_remaining_ms(const RpcCall *call);
 /* The method being served. */
 const RpcMethod *rpc_call_method(const RpcCall *call);
 
+/* Hands a malloc'd message (all of whose fields are malloc'd, as with
+ * protobuf_c_message_unpack) to the call: it is freed with
+ * protobuf_c_message_free_unpacked when the call ends. Lets a handler put
+ * parts of such a message into its response without copying. */
+void rpc_call_adopt(RpcCall *call, ProtobufCMessage *msg);
+
 /* Per-call state for streaming handlers; `free_fn` runs when the call ends. */
 void rpc_call_set_state(RpcCall *call, void *state, void (*free_fn)(void *));
 void *rpc_call_state(const RpcCall *call);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config.h"
+#include "error.h"
 #include "health.h"
 #include "log.h"
 #include "norn_descriptor_set.h"
@@ -19,9 +21,14 @@
 #include "norn/v1/stats_service.grpc-c.h"
 #include "norn/v1/swarm_service.grpc-c.h"
 #include "reflection.h"
+#include "session_service.h"
+#include "store.h"
 
 struct Nornd {
     RpcServer *srv;
+    Store *store;
+    ConfigHolder *config;
+    SessionService *sessions;
     Health *health;
     Reflection *reflection;
     int64_t drain_grace_ms;
@@ -29,7 +36,6 @@ struct Nornd {
 
 /* Services whose RPCs are not written yet: an empty handler table answers
  * every method with UNIMPLEMENTED. */
-static const Norn__V1__SessionService_Handlers session_handlers;
 static const Norn__V1__AgentService_Handlers agent_handlers;
 static const Norn__V1__SwarmService_Handlers swarm_handlers;
 static const Norn__V1__AuditService_Handlers audit_handlers;
@@ -65,6 +71,22 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
         return NULL;
     }
     d->drain_grace_ms = c->drain_grace_ms;
+    char store_dir[4096];
+    snprintf(store_dir, sizeof store_dir, "%s/db", c->data_dir);
+    StoreOptions so;
+    store_options_init(&so);
+    so.sync_writes = c->sync_writes;
+    if (store_open(store_dir, &so, &d->store, err, errlen) != NORN_OK) {
+        nornd_free(d);
+        return NULL;
+    }
+    Norn__V1__Config defaults, *saved = NULL;
+    config_defaults(&defaults);
+    int have_saved = store_config_get(d->store, &saved) == NORN_OK;
+    d->config = config_holder_new(have_saved ? saved : &defaults);
+    if (saved)
+        norn__v1__config__free_unpacked(saved, NULL);
+    d->sessions = session_service_new(d->store, d->config);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -82,7 +104,7 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
         &norn__v1__swarm_service__rpc,   &norn__v1__audit_service__rpc,
         &norn__v1__config_service__rpc,  &norn__v1__stats_service__rpc,
     };
-    int rc = norn__v1__session_service__serve(d->srv, &session_handlers, d) |
+    int rc = session_service_register(d->sessions, d->srv) |
              norn__v1__agent_service__serve(d->srv, &agent_handlers, d) |
              norn__v1__swarm_service__serve(d->srv, &swarm_handlers, d) |
              norn__v1__audit_service__serve(d->srv, &audit_handlers, d) |
@@ -126,6 +148,9 @@ void nornd_free(Nornd *d)
     if (!d)
         return;
     rpc_server_destroy(d->srv);
+    session_service_free(d->sessions);
+    config_holder_free(d->config);
+    store_close(d->store);
     reflection_free(d->reflection);
     health_free(d->health);
     free(d);

@@ -14,6 +14,7 @@ typedef struct NorndConfig {
     RpcServerOptions rpc;   /* listen, threads, limits, keepalive, auth, TLS */
     const char *data_dir;   /* created if missing */
     int64_t drain_grace_ms; /* unary calls in flight get this long on SIGTERM */
+    int sync_writes;        /* fsync every commit (power-loss safety) */
 } NorndConfig;
 
 typedef struct Nornd Nornd;

@@ -88,6 +88,11 @@ typedef struct ArenaChunk {
     max_align_t data[];
 } ArenaChunk;
 
+typedef struct Adopted {
+    struct Adopted *next;
+    ProtobufCMessage *msg;
+} Adopted;
+
 typedef struct DoneCallback {
     struct DoneCallback *next;
     void (*fn)(void *);
@@ -129,6 +134,7 @@ struct RpcCall {
     char *error_message;       /* set by rpc_fail */
     void *state;
     void (*state_free)(void *);
+    Adopted *adopted;
     ArenaChunk *arena;
     gpr_timespec started;
 
@@ -289,6 +295,16 @@ int64_t rpc_call_remaining_ms(const RpcCall *c)
 const RpcMethod *rpc_call_method(const RpcCall *c)
 {
     return c->reg ? c->reg->method : NULL;
+}
+
+void rpc_call_adopt(RpcCall *c, ProtobufCMessage *msg)
+{
+    if (!msg)
+        return;
+    Adopted *a = rpc_call_alloc(c, sizeof *a);
+    a->msg = msg;
+    a->next = c->adopted;
+    c->adopted = a;
 }
 
 void rpc_call_set_state(RpcCall *c, void *state, void (*free_fn)(void *))
@@ -470,6 +486,8 @@ static void call_free(RpcCall *c)
         c->state_free(c->state);
     if (c->request)
         protobuf_c_message_free_unpacked(c->request, NULL);
+    for (Adopted *a = c->adopted; a; a = a->next)
+        protobuf_c_message_free_unpacked(a->msg, NULL);
     for (SendItem *it = c->q_head, *n; it; it = n) {
         n = it->next;
         grpc_byte_buffer_destroy(it->bb);

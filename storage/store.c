@@ -1,0 +1,932 @@
+/*
+ * store.c — RocksDB behind store.h.
+ *
+ * Options chosen on purpose:
+ *  - WAL on (the default); sync per commit only when asked, since a commit
+ *    that reached the WAL survives a process crash without fsync;
+ *  - one LRU block cache shared by every column family, so the cache budget
+ *    is one number;
+ *  - bloom filters on the point-lookup families (sessions, tool_uses);
+ *  - prefix scans bounded with iterate_upper_bound, which works for every
+ *    prefix length (session ids vary in length).
+ */
+#include "store.h"
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "keys.h"
+
+enum {
+    CF_DEFAULT,
+    CF_SESSIONS,
+    CF_STEPS,
+    CF_TOOL_USES,
+    CF_ISSUES,
+    CF_BY_TIME,
+    CF_BY_AGENT,
+    CF_BY_SWARM,
+    CF_AUDIT,
+    CF_AUDIT_BY_SESSION,
+    CF_AGENTS,
+    CF_RUNS,
+    CF_REVLOG,
+    CF_META,
+    CF_COUNT
+};
+
+static const char *const cf_names[CF_COUNT] = {
+    "default",
+    "sessions",
+    "steps",
+    "tool_uses",
+    "issues",
+    "sessions_by_time",
+    "sessions_by_agent",
+    "sessions_by_swarm",
+    "audit",
+    "audit_by_session",
+    "agents",
+    "runs",
+    "revlog",
+    "meta",
+};
+
+#define META_REVISION "revision"
+#define META_COUNTERS "counters"
+#define META_AUDIT_SEQ "audit_seq"
+#define META_CONFIG "config"
+#define COUNTER_WORDS (sizeof(StoreCounters) / sizeof(uint64_t))
+
+struct Store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_options_t *cf_opts[CF_COUNT];
+    rocksdb_block_based_table_options_t *table_opts[CF_COUNT];
+    rocksdb_cache_t *cache;
+    rocksdb_column_family_handle_t *cf[CF_COUNT];
+    rocksdb_writeoptions_t *wopts;
+    rocksdb_readoptions_t *ropts;
+
+    pthread_mutex_t write_mu; /* held by an open transaction */
+    pthread_mutex_t state_mu; /* guards the committed copies below */
+    uint64_t revision;        /* last committed */
+    uint64_t audit_seq;
+    StoreCounters counters;
+};
+
+struct StoreTxn {
+    Store *s;
+    rocksdb_writebatch_t *wb;
+    uint64_t revision;
+    uint64_t audit_seq;
+    uint64_t now_micros;
+    StoreCounters counters;
+    int failed;
+};
+
+void store_options_init(StoreOptions *o)
+{
+    o->block_cache_bytes = 64u << 20;
+    o->sync_writes = 0;
+}
+
+uint64_t store_ts_micros(const Google__Protobuf__Timestamp *ts)
+{
+    if (!ts || ts->seconds < 0)
+        return 0;
+    return (uint64_t)ts->seconds * 1000000u + (uint64_t)(ts->nanos / 1000);
+}
+
+static uint64_t now_micros(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* ---- low-level helpers ---------------------------------------------------- */
+
+static char *get_raw(Store *s, int cf, const Key *k, size_t *len, char **err)
+{
+    return rocksdb_get_cf(s->db, s->ropts, s->cf[cf], (const char *)k->b, k->len, len, err);
+}
+
+static int get_message(Store *s, int cf, const Key *k, const ProtobufCMessageDescriptor *d,
+                       ProtobufCMessage **out)
+{
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(s, cf, k, &len, &err);
+    if (err) {
+        rocksdb_free(err);
+        return NORN_ERR_STORAGE;
+    }
+    if (!v)
+        return NORN_ERR_NOT_FOUND;
+    *out = protobuf_c_message_unpack(d, NULL, len, (const uint8_t *)v);
+    rocksdb_free(v);
+    return *out ? NORN_OK : NORN_ERR_STORAGE;
+}
+
+static uint64_t get_u64_meta(Store *s, const char *name)
+{
+    Key k;
+    key_session(&k, name);
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(s, CF_META, &k, &len, &err);
+    uint64_t r = 0;
+    if (v && len == 8)
+        r = key_get_u64((const uint8_t *)v);
+    rocksdb_free(v);
+    rocksdb_free(err);
+    return r;
+}
+
+/* An iterator over [lo, hi) of one column family; bounds are copied into
+ * the returned holder so they outlive the iterator, as RocksDB requires. */
+typedef struct RangeIter {
+    rocksdb_iterator_t *it;
+    rocksdb_readoptions_t *ro;
+    Key lo, hi;
+} RangeIter;
+
+static void range_open(Store *s, int cf, RangeIter *r, const Key *lo, const Key *hi)
+{
+    r->ro = rocksdb_readoptions_create();
+    if (lo) {
+        r->lo = *lo;
+        rocksdb_readoptions_set_iterate_lower_bound(r->ro, (const char *)r->lo.b, r->lo.len);
+    }
+    if (hi) {
+        r->hi = *hi;
+        rocksdb_readoptions_set_iterate_upper_bound(r->ro, (const char *)r->hi.b, r->hi.len);
+    }
+    r->it = rocksdb_create_iterator_cf(s->db, r->ro, s->cf[cf]);
+}
+
+static void range_close(RangeIter *r)
+{
+    rocksdb_iter_destroy(r->it);
+    rocksdb_readoptions_destroy(r->ro);
+}
+
+static void prefix_range(Store *s, int cf, RangeIter *r, const Key *prefix)
+{
+    Key end;
+    range_open(s, cf, r, prefix, key_prefix_end(prefix, &end) == 0 ? &end : NULL);
+    rocksdb_iter_seek(r->it, (const char *)prefix->b, prefix->len);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+int store_open(const char *dir, const StoreOptions *o, Store **out, char *err, size_t errlen)
+{
+    StoreOptions defaults;
+    if (!o) {
+        store_options_init(&defaults);
+        o = &defaults;
+    }
+    Store *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NORN_ERR_NO_MEMORY;
+    }
+    pthread_mutex_init(&s->write_mu, NULL);
+    pthread_mutex_init(&s->state_mu, NULL);
+    s->cache = rocksdb_cache_create_lru(o->block_cache_bytes);
+    s->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->opts, 1);
+    rocksdb_options_set_create_missing_column_families(s->opts, 1);
+    rocksdb_options_increase_parallelism(s->opts, 2);
+    rocksdb_options_set_max_background_jobs(s->opts, 2);
+    for (int i = 0; i < CF_COUNT; i++) {
+        s->cf_opts[i] = rocksdb_options_create_copy(s->opts);
+        s->table_opts[i] = rocksdb_block_based_options_create();
+        rocksdb_block_based_options_set_block_cache(s->table_opts[i], s->cache);
+        if (i == CF_SESSIONS || i == CF_TOOL_USES || i == CF_META)
+            rocksdb_block_based_options_set_filter_policy(s->table_opts[i],
+                                                          rocksdb_filterpolicy_create_bloom(10));
+        rocksdb_options_set_block_based_table_factory(s->cf_opts[i], s->table_opts[i]);
+        rocksdb_options_set_compression(s->cf_opts[i], rocksdb_lz4_compression);
+    }
+    char *rerr = NULL;
+    s->db =
+        rocksdb_open_column_families(s->opts, dir, CF_COUNT, cf_names,
+                                     (const rocksdb_options_t *const *)s->cf_opts, s->cf, &rerr);
+    if (!s->db) {
+        snprintf(err, errlen, "cannot open store in %s: %s", dir, rerr ? rerr : "unknown error");
+        rocksdb_free(rerr);
+        store_close(s);
+        return NORN_ERR_STORAGE;
+    }
+    s->wopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wopts, o->sync_writes);
+    s->ropts = rocksdb_readoptions_create();
+
+    s->revision = get_u64_meta(s, META_REVISION);
+    s->audit_seq = get_u64_meta(s, META_AUDIT_SEQ);
+    Key k;
+    key_session(&k, META_COUNTERS);
+    size_t len = 0;
+    char *v = get_raw(s, CF_META, &k, &len, &rerr);
+    if (v && len == COUNTER_WORDS * 8) {
+        uint64_t *c = (uint64_t *)&s->counters;
+        for (size_t i = 0; i < COUNTER_WORDS; i++)
+            c[i] = key_get_u64((const uint8_t *)v + i * 8);
+    } else if (v) {
+        snprintf(err, errlen, "store in %s has counters of an unknown layout", dir);
+        rocksdb_free(v);
+        store_close(s);
+        return NORN_ERR_STORAGE;
+    }
+    rocksdb_free(v);
+    rocksdb_free(rerr);
+    *out = s;
+    return NORN_OK;
+}
+
+void store_close(Store *s)
+{
+    if (!s)
+        return;
+    if (s->db) {
+        for (int i = 0; i < CF_COUNT; i++)
+            if (s->cf[i])
+                rocksdb_column_family_handle_destroy(s->cf[i]);
+        rocksdb_close(s->db);
+    }
+    for (int i = 0; i < CF_COUNT; i++) {
+        if (s->cf_opts[i])
+            rocksdb_options_destroy(s->cf_opts[i]);
+        if (s->table_opts[i])
+            rocksdb_block_based_options_destroy(s->table_opts[i]);
+    }
+    if (s->opts)
+        rocksdb_options_destroy(s->opts);
+    if (s->cache)
+        rocksdb_cache_destroy(s->cache);
+    if (s->wopts)
+        rocksdb_writeoptions_destroy(s->wopts);
+    if (s->ropts)
+        rocksdb_readoptions_destroy(s->ropts);
+    pthread_mutex_destroy(&s->write_mu);
+    pthread_mutex_destroy(&s->state_mu);
+    free(s);
+}
+
+void store_counters(Store *s, StoreCounters *out, uint64_t *revision)
+{
+    pthread_mutex_lock(&s->state_mu);
+    *out = s->counters;
+    if (revision)
+        *revision = s->revision;
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+int store_session_get(Store *s, const char *id, Norn__V1__Session **out)
+{
+    Key k;
+    if (key_session(&k, id))
+        return NORN_ERR_INVALID;
+    return get_message(s, CF_SESSIONS, &k, &norn__v1__session__descriptor,
+                       (ProtobufCMessage **)out);
+}
+
+int store_step_get(Store *s, const char *id, uint32_t step, Norn__V1__Step **out)
+{
+    Key k;
+    if (key_step(&k, id, step))
+        return NORN_ERR_INVALID;
+    return get_message(s, CF_STEPS, &k, &norn__v1__step__descriptor, (ProtobufCMessage **)out);
+}
+
+int store_tool_use_get(Store *s, const char *id, const char *tool_use_id, uint32_t *step)
+{
+    Key k;
+    if (key_tool_use(&k, id, tool_use_id))
+        return NORN_ERR_INVALID;
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(s, CF_TOOL_USES, &k, &len, &err);
+    if (err) {
+        rocksdb_free(err);
+        return NORN_ERR_STORAGE;
+    }
+    if (!v)
+        return NORN_ERR_NOT_FOUND;
+    int rc = len == 4 ? NORN_OK : NORN_ERR_STORAGE;
+    if (rc == NORN_OK)
+        *step = key_get_u32((const uint8_t *)v);
+    rocksdb_free(v);
+    return rc;
+}
+
+static int append_ptr(void ***arr, size_t *n, size_t *cap, void *p)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        void **a = realloc(*arr, nc * sizeof *a);
+        if (!a)
+            return -1;
+        *arr = a;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = p;
+    return 0;
+}
+
+int store_steps_scan(Store *s, const char *id, uint32_t from, size_t limit, Norn__V1__Step ***out,
+                     size_t *n, uint32_t *next)
+{
+    Key prefix, start;
+    if (key_session_prefix(&prefix, id) || key_step(&start, id, from))
+        return NORN_ERR_INVALID;
+    RangeIter r;
+    Key end;
+    range_open(s, CF_STEPS, &r, &prefix, key_prefix_end(&prefix, &end) == 0 ? &end : NULL);
+    rocksdb_iter_seek(r.it, (const char *)start.b, start.len);
+    void **arr = NULL;
+    size_t cap = 0;
+    *n = 0;
+    *next = 0;
+    int rc = NORN_OK;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        if (*n == limit) {
+            *next = key_get_u32((const uint8_t *)key + klen - 4);
+            break;
+        }
+        const char *v = rocksdb_iter_value(r.it, &vlen);
+        Norn__V1__Step *st = norn__v1__step__unpack(NULL, vlen, (const uint8_t *)v);
+        if (!st || append_ptr(&arr, n, &cap, st) != 0) {
+            if (st)
+                norn__v1__step__free_unpacked(st, NULL);
+            rc = NORN_ERR_STORAGE;
+            break;
+        }
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(r.it, &err);
+    if (err) {
+        rocksdb_free(err);
+        rc = NORN_ERR_STORAGE;
+    }
+    range_close(&r);
+    if (rc != NORN_OK) {
+        store_free_steps((Norn__V1__Step **)arr, *n);
+        *n = 0;
+        arr = NULL;
+    }
+    *out = (Norn__V1__Step **)arr;
+    return rc;
+}
+
+int store_issues_scan(Store *s, const char *id, Norn__V1__Issue ***out, size_t *n)
+{
+    Key prefix;
+    if (key_session_prefix(&prefix, id))
+        return NORN_ERR_INVALID;
+    RangeIter r;
+    prefix_range(s, CF_ISSUES, &r, &prefix);
+    void **arr = NULL;
+    size_t cap = 0;
+    *n = 0;
+    int rc = NORN_OK;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        size_t vlen;
+        const char *v = rocksdb_iter_value(r.it, &vlen);
+        Norn__V1__Issue *is = norn__v1__issue__unpack(NULL, vlen, (const uint8_t *)v);
+        if (!is || append_ptr(&arr, n, &cap, is) != 0) {
+            if (is)
+                norn__v1__issue__free_unpacked(is, NULL);
+            rc = NORN_ERR_STORAGE;
+            break;
+        }
+    }
+    range_close(&r);
+    if (rc != NORN_OK) {
+        store_free_issues((Norn__V1__Issue **)arr, *n);
+        *n = 0;
+        arr = NULL;
+    }
+    *out = (Norn__V1__Issue **)arr;
+    return rc;
+}
+
+void store_free_steps(Norn__V1__Step **steps, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        norn__v1__step__free_unpacked(steps[i], NULL);
+    free(steps);
+}
+
+void store_free_issues(Norn__V1__Issue **issues, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        norn__v1__issue__free_unpacked(issues[i], NULL);
+    free(issues);
+}
+
+int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, void *arg,
+                        uint8_t *last, size_t *last_len, int *more)
+{
+    int cf = q->index == STORE_BY_AGENT   ? CF_BY_AGENT
+             : q->index == STORE_BY_SWARM ? CF_BY_SWARM
+                                          : CF_BY_TIME;
+    Key prefix = {.len = 0};
+    if (cf != CF_BY_TIME && key_name_prefix(&prefix, q->name ? q->name : ""))
+        return NORN_ERR_INVALID;
+    size_t plen = prefix.len;
+
+    /* Newest first: inverted times ascend. "before" is the scan start,
+     * "after" the end. */
+    Key lo = prefix, hi;
+    if (q->before_micros) {
+        key_put_u64(lo.b + plen, UINT64_MAX - q->before_micros + 1);
+        lo.len = plen + 8;
+    }
+    int has_hi;
+    if (q->after_micros) {
+        hi = prefix;
+        key_put_u64(hi.b + plen, UINT64_MAX - q->after_micros + 1);
+        hi.len = plen + 8;
+        has_hi = 1;
+    } else {
+        has_hi = plen ? key_prefix_end(&prefix, &hi) == 0 : 0;
+    }
+    RangeIter r;
+    range_open(s, cf, &r, plen || q->before_micros ? &lo : NULL, has_hi ? &hi : NULL);
+    if (q->resume && q->resume_len && q->resume_len <= KEY_MAX) {
+        rocksdb_iter_seek(r.it, (const char *)q->resume, q->resume_len);
+        /* Resume strictly after the last key returned. */
+        size_t klen;
+        if (rocksdb_iter_valid(r.it)) {
+            const char *key = rocksdb_iter_key(r.it, &klen);
+            if (klen == q->resume_len && memcmp(key, q->resume, klen) == 0)
+                rocksdb_iter_next(r.it);
+        }
+    } else if (plen || q->before_micros) {
+        rocksdb_iter_seek(r.it, (const char *)lo.b, lo.len);
+    } else {
+        rocksdb_iter_seek_to_first(r.it);
+    }
+    size_t scanned = 0;
+    int rc = NORN_OK;
+    *more = 0;
+    *last_len = 0;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        if (scanned == q->max_scan) {
+            *more = 1;
+            break;
+        }
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        char id[200];
+        scanned++;
+        memcpy(last, key, klen);
+        *last_len = klen;
+        if (key_index_session_id((const uint8_t *)key, klen, plen, id, sizeof id) < 0)
+            continue;
+        Norn__V1__Session *sess = NULL;
+        int g = store_session_get(s, id, &sess);
+        if (g == NORN_ERR_NOT_FOUND)
+            continue; /* cannot happen: index rows go with their session */
+        if (g != NORN_OK) {
+            rc = g;
+            break;
+        }
+        if (!visit(arg, sess)) {
+            rocksdb_iter_next(r.it);
+            *more = rocksdb_iter_valid(r.it);
+            break;
+        }
+    }
+    range_close(&r);
+    return rc;
+}
+
+int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, size_t resume_len,
+                     size_t max_scan, StoreAuditVisit visit, void *arg, int *more)
+{
+    /* Newest first: walk the time-ordered family backwards. With a session
+     * filter the per-session index gives the keys. */
+    RangeIter r;
+    Key prefix = {.len = 0};
+    size_t plen = 0;
+    int cf = CF_AUDIT;
+    if (session_id) {
+        if (key_session_prefix(&prefix, session_id))
+            return NORN_ERR_INVALID;
+        plen = prefix.len;
+        cf = CF_AUDIT_BY_SESSION;
+        Key end;
+        range_open(s, cf, &r, &prefix, key_prefix_end(&prefix, &end) == 0 ? &end : NULL);
+    } else {
+        range_open(s, cf, &r, NULL, NULL);
+    }
+    if (resume && resume_len) {
+        Key k = prefix;
+        if (plen + resume_len > KEY_MAX) {
+            range_close(&r);
+            return NORN_ERR_INVALID;
+        }
+        memcpy(k.b + plen, resume, resume_len);
+        k.len = plen + resume_len;
+        rocksdb_iter_seek_for_prev(r.it, (const char *)k.b, k.len);
+        size_t klen;
+        if (rocksdb_iter_valid(r.it)) {
+            const char *key = rocksdb_iter_key(r.it, &klen);
+            if (klen == k.len && memcmp(key, k.b, klen) == 0)
+                rocksdb_iter_prev(r.it);
+        }
+    } else {
+        rocksdb_iter_seek_to_last(r.it);
+    }
+    size_t scanned = 0;
+    int rc = NORN_OK;
+    *more = 0;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_prev(r.it)) {
+        if (scanned++ == max_scan) {
+            *more = 1;
+            break;
+        }
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        Norn__V1__AuditEvent *ev = NULL;
+        const uint8_t *tkey = (const uint8_t *)key + plen; /* micros ‖ seq */
+        if (klen != plen + 16)
+            continue;
+        if (session_id) {
+            Key ak = {.len = 16};
+            memcpy(ak.b, tkey, 16);
+            int g = get_message(s, CF_AUDIT, &ak, &norn__v1__audit_event__descriptor,
+                                (ProtobufCMessage **)&ev);
+            if (g == NORN_ERR_NOT_FOUND)
+                continue;
+            if (g != NORN_OK) {
+                rc = g;
+                break;
+            }
+        } else {
+            const char *v = rocksdb_iter_value(r.it, &vlen);
+            ev = norn__v1__audit_event__unpack(NULL, vlen, (const uint8_t *)v);
+            if (!ev) {
+                rc = NORN_ERR_STORAGE;
+                break;
+            }
+        }
+        if (!visit(arg, ev, tkey, 16)) {
+            rocksdb_iter_prev(r.it);
+            *more = rocksdb_iter_valid(r.it);
+            break;
+        }
+    }
+    range_close(&r);
+    return rc;
+}
+
+int store_revlog_scan(Store *s, uint64_t from, size_t max, StoreDeltaVisit visit, void *arg)
+{
+    Key lo;
+    key_revision(&lo, from);
+    RangeIter r;
+    range_open(s, CF_REVLOG, &r, &lo, NULL);
+    rocksdb_iter_seek(r.it, (const char *)lo.b, lo.len);
+    int rc = NORN_OK;
+    for (size_t i = 0; i < max && rocksdb_iter_valid(r.it); i++, rocksdb_iter_next(r.it)) {
+        size_t vlen;
+        const char *v = rocksdb_iter_value(r.it, &vlen);
+        Norn__V1__SessionDelta *d = norn__v1__session_delta__unpack(NULL, vlen, (const uint8_t *)v);
+        if (!d) {
+            rc = NORN_ERR_STORAGE;
+            break;
+        }
+        if (!visit(arg, d))
+            break;
+    }
+    range_close(&r);
+    return rc;
+}
+
+uint64_t store_revlog_oldest(Store *s)
+{
+    RangeIter r;
+    range_open(s, CF_REVLOG, &r, NULL, NULL);
+    rocksdb_iter_seek_to_first(r.it);
+    uint64_t rev = 0;
+    size_t klen;
+    if (rocksdb_iter_valid(r.it)) {
+        const char *k = rocksdb_iter_key(r.it, &klen);
+        if (klen == 8)
+            rev = key_get_u64((const uint8_t *)k);
+    }
+    range_close(&r);
+    return rev;
+}
+
+int store_config_get(Store *s, Norn__V1__Config **out)
+{
+    Key k;
+    key_session(&k, META_CONFIG);
+    return get_message(s, CF_META, &k, &norn__v1__config__descriptor, (ProtobufCMessage **)out);
+}
+
+/* ---- writes --------------------------------------------------------------- */
+
+StoreTxn *store_txn_begin(Store *s)
+{
+    StoreTxn *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    pthread_mutex_lock(&s->write_mu);
+    t->s = s;
+    t->wb = rocksdb_writebatch_create();
+    pthread_mutex_lock(&s->state_mu);
+    t->revision = s->revision + 1;
+    t->audit_seq = s->audit_seq;
+    t->counters = s->counters;
+    pthread_mutex_unlock(&s->state_mu);
+    t->now_micros = now_micros();
+    return t;
+}
+
+uint64_t store_txn_revision(const StoreTxn *t)
+{
+    return t->revision;
+}
+StoreCounters *store_txn_counters(StoreTxn *t)
+{
+    return &t->counters;
+}
+uint64_t store_txn_now_micros(const StoreTxn *t)
+{
+    return t->now_micros;
+}
+
+static void put_key(StoreTxn *t, int cf, const Key *k, const void *v, size_t vlen)
+{
+    rocksdb_writebatch_put_cf(t->wb, t->s->cf[cf], (const char *)k->b, k->len, v, vlen);
+}
+
+static void del_key(StoreTxn *t, int cf, const Key *k)
+{
+    rocksdb_writebatch_delete_cf(t->wb, t->s->cf[cf], (const char *)k->b, k->len);
+}
+
+static int put_message(StoreTxn *t, int cf, const Key *k, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t stackbuf[4096];
+    uint8_t *buf = len <= sizeof stackbuf ? stackbuf : malloc(len);
+    if (!buf) {
+        t->failed = 1;
+        return NORN_ERR_NO_MEMORY;
+    }
+    protobuf_c_message_pack(m, buf);
+    put_key(t, cf, k, buf, len);
+    if (buf != stackbuf)
+        free(buf);
+    return NORN_OK;
+}
+
+static int index_keys(const Norn__V1__Session *s, Key *time_k, Key *agent_k, Key *swarm_k)
+{
+    uint64_t us = store_ts_micros(s->started_at);
+    int rc = key_by_time(time_k, us, s->session_id) ||
+             key_by_name(agent_k, s->agent_name, us, s->session_id);
+    swarm_k->len = 0;
+    if (!rc && s->swarm_id && *s->swarm_id)
+        rc = key_by_name(swarm_k, s->swarm_id, us, s->session_id);
+    return rc;
+}
+
+int store_txn_put_session(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__Session *prev)
+{
+    Key k, tk, ak, sk;
+    if (key_session(&k, s->session_id) || index_keys(s, &tk, &ak, &sk)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    Norn__V1__Session summary = *s;
+    summary.n_steps = 0;
+    summary.steps = NULL;
+    summary.n_issues = 0;
+    summary.issues = NULL;
+    int rc = put_message(t, CF_SESSIONS, &k, &summary.base);
+    if (rc)
+        return rc;
+    if (prev) {
+        Key ptk, pak, psk;
+        if (index_keys(prev, &ptk, &pak, &psk) == 0) {
+            if (ptk.len != tk.len || memcmp(ptk.b, tk.b, tk.len))
+                del_key(t, CF_BY_TIME, &ptk);
+            if (pak.len != ak.len || memcmp(pak.b, ak.b, ak.len))
+                del_key(t, CF_BY_AGENT, &pak);
+            if (psk.len && (psk.len != sk.len || memcmp(psk.b, sk.b, sk.len)))
+                del_key(t, CF_BY_SWARM, &psk);
+        }
+    }
+    put_key(t, CF_BY_TIME, &tk, "", 0);
+    put_key(t, CF_BY_AGENT, &ak, "", 0);
+    if (sk.len)
+        put_key(t, CF_BY_SWARM, &sk, "", 0);
+    return NORN_OK;
+}
+
+int store_txn_put_step(StoreTxn *t, const char *id, const Norn__V1__Step *step)
+{
+    Key k;
+    if (key_step(&k, id, step->step_number)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    return put_message(t, CF_STEPS, &k, &step->base);
+}
+
+int store_txn_put_tool_use(StoreTxn *t, const char *id, const char *tool_use_id, uint32_t step)
+{
+    Key k;
+    if (key_tool_use(&k, id, tool_use_id)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    uint8_t v[4];
+    key_put_u32(v, step);
+    put_key(t, CF_TOOL_USES, &k, v, 4);
+    return NORN_OK;
+}
+
+int store_txn_put_issue(StoreTxn *t, const char *id, uint32_t seq, const Norn__V1__Issue *issue)
+{
+    Key k;
+    if (key_issue(&k, id, seq)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    return put_message(t, CF_ISSUES, &k, &issue->base);
+}
+
+int store_txn_add_audit(StoreTxn *t, Norn__V1__AuditEvent *ev)
+{
+    uint64_t us = store_ts_micros(ev->timestamp);
+    if (!us)
+        us = t->now_micros;
+    uint64_t seq = ++t->audit_seq;
+    Key k, sk;
+    key_audit(&k, us, seq);
+    char idbuf[48];
+    char *saved = ev->event_id;
+    if (!ev->event_id || !*ev->event_id) {
+        /* The id is the key itself, so delete-by-id needs no other index. */
+        token_encode(k.b, k.len, idbuf, sizeof idbuf);
+        ev->event_id = idbuf;
+    }
+    int rc = put_message(t, CF_AUDIT, &k, &ev->base);
+    ev->event_id = saved;
+    if (rc)
+        return rc;
+    if (ev->session_id && *ev->session_id) {
+        if (key_audit_by_session(&sk, ev->session_id, us, seq)) {
+            t->failed = 1;
+            return NORN_ERR_INVALID;
+        }
+        put_key(t, CF_AUDIT_BY_SESSION, &sk, "", 0);
+    }
+    t->counters.audit_events++;
+    return NORN_OK;
+}
+
+int store_txn_set_delta(StoreTxn *t, const Norn__V1__SessionDelta *d)
+{
+    Key k;
+    key_revision(&k, t->revision);
+    return put_message(t, CF_REVLOG, &k, &d->base);
+}
+
+int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c)
+{
+    Key k;
+    key_session(&k, META_CONFIG);
+    return put_message(t, CF_META, &k, &c->base);
+}
+
+int store_txn_trim_revlog(StoreTxn *t, uint64_t keep_from)
+{
+    Key lo, hi;
+    key_revision(&lo, 0);
+    key_revision(&hi, keep_from);
+    rocksdb_writebatch_delete_range_cf(t->wb, t->s->cf[CF_REVLOG], (const char *)lo.b, lo.len,
+                                       (const char *)hi.b, hi.len);
+    return NORN_OK;
+}
+
+static void delete_prefix(StoreTxn *t, int cf, const Key *prefix)
+{
+    Key end;
+    if (key_prefix_end(prefix, &end) != 0)
+        return;
+    rocksdb_writebatch_delete_range_cf(t->wb, t->s->cf[cf], (const char *)prefix->b, prefix->len,
+                                       (const char *)end.b, end.len);
+}
+
+int store_txn_delete_session(StoreTxn *t, const Norn__V1__Session *s)
+{
+    Key k, tk, ak, sk, prefix;
+    if (key_session(&k, s->session_id) || index_keys(s, &tk, &ak, &sk) ||
+        key_session_prefix(&prefix, s->session_id)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    del_key(t, CF_SESSIONS, &k);
+    del_key(t, CF_BY_TIME, &tk);
+    del_key(t, CF_BY_AGENT, &ak);
+    if (sk.len)
+        del_key(t, CF_BY_SWARM, &sk);
+    delete_prefix(t, CF_STEPS, &prefix);
+    delete_prefix(t, CF_TOOL_USES, &prefix);
+    delete_prefix(t, CF_ISSUES, &prefix);
+
+    /* Audit rows live in time order; the per-session index names them. */
+    RangeIter r;
+    prefix_range(t->s, CF_AUDIT_BY_SESSION, &r, &prefix);
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        if (klen != prefix.len + 16)
+            continue;
+        Key ak2 = {.len = 16};
+        memcpy(ak2.b, key + prefix.len, 16);
+        del_key(t, CF_AUDIT, &ak2);
+        if (t->counters.audit_events)
+            t->counters.audit_events--;
+    }
+    range_close(&r);
+    delete_prefix(t, CF_AUDIT_BY_SESSION, &prefix);
+    return NORN_OK;
+}
+
+static void put_u64_meta(StoreTxn *t, const char *name, uint64_t v)
+{
+    Key k;
+    key_session(&k, name);
+    uint8_t b[8];
+    key_put_u64(b, v);
+    put_key(t, CF_META, &k, b, 8);
+}
+
+static void release(StoreTxn *t)
+{
+    rocksdb_writebatch_destroy(t->wb);
+    pthread_mutex_unlock(&t->s->write_mu);
+    free(t);
+}
+
+int store_txn_commit(StoreTxn *t, char *err, size_t errlen)
+{
+    if (t->failed) {
+        snprintf(err, errlen, "transaction was not built completely");
+        release(t);
+        return NORN_ERR_INTERNAL;
+    }
+    Store *s = t->s;
+    put_u64_meta(t, META_REVISION, t->revision);
+    put_u64_meta(t, META_AUDIT_SEQ, t->audit_seq);
+    uint8_t cbuf[COUNTER_WORDS * 8];
+    const uint64_t *c = (const uint64_t *)&t->counters;
+    for (size_t i = 0; i < COUNTER_WORDS; i++)
+        key_put_u64(cbuf + i * 8, c[i]);
+    Key ck;
+    key_session(&ck, META_COUNTERS);
+    put_key(t, CF_META, &ck, cbuf, sizeof cbuf);
+
+    char *rerr = NULL;
+    rocksdb_write(s->db, s->wopts, t->wb, &rerr);
+    if (rerr) {
+        snprintf(err, errlen, "write failed: %s", rerr);
+        rocksdb_free(rerr);
+        release(t);
+        return NORN_ERR_STORAGE;
+    }
+    pthread_mutex_lock(&s->state_mu);
+    s->revision = t->revision;
+    s->audit_seq = t->audit_seq;
+    s->counters = t->counters;
+    pthread_mutex_unlock(&s->state_mu);
+    release(t);
+    return NORN_OK;
+}
+
+void store_txn_abort(StoreTxn *t)
+{
+    release(t);
+}

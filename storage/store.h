@@ -1,0 +1,152 @@
+/*
+ * store.h — Norn's RocksDB store: the only code that calls rocksdb_*.
+ *
+ * Values are protobuf bytes (norn.v1 messages); keys are laid out in keys.h.
+ * Every change a reader can see is made inside a StoreTxn and committed as
+ * one WriteBatch together with the counters and the next revision, so
+ * readers never see half a change and a crash loses nothing acknowledged
+ * (the WAL is on; a SIGKILL after commit keeps the batch).
+ *
+ * Writers are serialised: store_txn_begin takes the store's write lock and
+ * commit/abort releases it, so a read-modify-write inside a transaction
+ * sees no other writer. Reads outside a transaction see committed data.
+ */
+#ifndef NORN_STORE_H
+#define NORN_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "norn/v1/audit_service.pb-c.h"
+#include "norn/v1/common.pb-c.h"
+#include "norn/v1/config_service.pb-c.h"
+#include "norn/v1/session_service.pb-c.h"
+
+typedef struct Store Store;
+typedef struct StoreTxn StoreTxn;
+
+typedef struct StoreOptions {
+    size_t block_cache_bytes; /* shared by every column family */
+    int sync_writes;          /* fsync each commit (power-loss safe; slower) */
+} StoreOptions;
+
+void store_options_init(StoreOptions *o);
+
+/* Opens (creating if needed) the store in `dir`. NORN_OK or an error with a
+ * message in err (e.g. another process holds the lock). */
+int store_open(const char *dir, const StoreOptions *o, Store **out, char *err, size_t errlen);
+void store_close(Store *s);
+
+/* ---- counters: exact totals kept in the same batches as the data ----- */
+
+enum {
+    STORE_QUALITY_SLOTS = 8, /* Norn__V1__SessionQuality values */
+    STORE_STATUS_SLOTS = 4,  /* Norn__V1__SessionStatus values */
+    STORE_ISSUE_SLOTS = 32,  /* Norn__V1__IssueType values */
+};
+
+typedef struct StoreCounters {
+    uint64_t sessions;
+    uint64_t by_status[STORE_STATUS_SLOTS];
+    uint64_t by_quality[STORE_QUALITY_SLOTS];
+    uint64_t steps;
+    uint64_t issues;
+    uint64_t issues_by_type[STORE_ISSUE_SLOTS];
+    uint64_t efficiency_scored; /* sessions with an efficiency score */
+    uint64_t efficiency_sum;
+    uint64_t security_scored;
+    uint64_t security_sum;
+    uint64_t critical_threats; /* sessions whose security score is under the threshold */
+    uint64_t audit_events;
+} StoreCounters;
+
+/* The committed counters and revision, read together. */
+void store_counters(Store *s, StoreCounters *out, uint64_t *revision);
+
+/* ---- reads (committed data) -------------------------------------------- */
+
+/* *out is a message to free with protobuf_c_message_free_unpacked.
+ * NORN_ERR_NOT_FOUND when absent. */
+int store_session_get(Store *s, const char *id, Norn__V1__Session **out);
+int store_step_get(Store *s, const char *id, uint32_t step, Norn__V1__Step **out);
+int store_tool_use_get(Store *s, const char *id, const char *tool_use_id, uint32_t *step);
+
+/* Up to `limit` steps of session `id` with step_number >= from, in order.
+ * *next is the step number to continue from, or 0 when there are no more. */
+int store_steps_scan(Store *s, const char *id, uint32_t from, size_t limit, Norn__V1__Step ***out,
+                     size_t *n, uint32_t *next);
+int store_issues_scan(Store *s, const char *id, Norn__V1__Issue ***out, size_t *n);
+void store_free_steps(Norn__V1__Step **steps, size_t n);
+void store_free_issues(Norn__V1__Issue **issues, size_t n);
+
+/* Session listing through one index, newest first. */
+typedef enum StoreIndex { STORE_BY_TIME = 1, STORE_BY_AGENT = 2, STORE_BY_SWARM = 3 } StoreIndex;
+
+typedef struct StoreListQuery {
+    StoreIndex index;
+    const char *name;       /* agent name or swarm id for those indexes */
+    uint64_t before_micros; /* 0 = no bound: sessions started before this */
+    uint64_t after_micros;  /* 0 = no bound: sessions started at or after this */
+    const uint8_t *resume;  /* index key to continue after (from a page token), or NULL */
+    size_t resume_len;
+    size_t max_scan; /* index entries examined at most in this call */
+} StoreListQuery;
+
+/* Calls `visit` for each session in index order until it returns 0 (page
+ * full) or max_scan entries were examined. Sets *last to the last examined
+ * index key (to resume after) and *more when the index may hold more. */
+typedef int (*StoreVisit)(void *arg, Norn__V1__Session *session);
+int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, void *arg,
+                        uint8_t *last, size_t *last_len, int *more);
+
+/* Audit events newest first (by time), optionally of one session only. */
+typedef int (*StoreAuditVisit)(void *arg, Norn__V1__AuditEvent *ev, const uint8_t *key,
+                               size_t key_len);
+int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, size_t resume_len,
+                     size_t max_scan, StoreAuditVisit visit, void *arg, int *more);
+
+/* Revision log entries from `from` (inclusive), in order. */
+typedef int (*StoreDeltaVisit)(void *arg, Norn__V1__SessionDelta *d);
+int store_revlog_scan(Store *s, uint64_t from, size_t max, StoreDeltaVisit visit, void *arg);
+/* Oldest revision still in the log (0 when empty). */
+uint64_t store_revlog_oldest(Store *s);
+
+/* Config blob (NORN_ERR_NOT_FOUND when never saved). */
+int store_config_get(Store *s, Norn__V1__Config **out);
+
+/* ---- writes -------------------------------------------------------------- */
+
+/* Begins a transaction (takes the write lock). Its revision is the next one. */
+StoreTxn *store_txn_begin(Store *s);
+uint64_t store_txn_revision(const StoreTxn *t);
+/* The counters as this transaction will commit them: adjust in place. */
+StoreCounters *store_txn_counters(StoreTxn *t);
+/* Current time in microseconds, fixed for the whole transaction. */
+uint64_t store_txn_now_micros(const StoreTxn *t);
+
+/* Writes the session summary (steps and issues are not stored in it) and
+ * keeps its index rows in step with `prev` (NULL for a new session). */
+int store_txn_put_session(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__Session *prev);
+int store_txn_put_step(StoreTxn *t, const char *id, const Norn__V1__Step *step);
+int store_txn_put_tool_use(StoreTxn *t, const char *id, const char *tool_use_id, uint32_t step);
+int store_txn_put_issue(StoreTxn *t, const char *id, uint32_t seq, const Norn__V1__Issue *issue);
+/* Appends an audit event (its event_id is set from time and sequence when empty). */
+int store_txn_add_audit(StoreTxn *t, Norn__V1__AuditEvent *ev);
+/* The revision-log entry of this transaction (at most one per revision). */
+int store_txn_set_delta(StoreTxn *t, const Norn__V1__SessionDelta *d);
+/* Removes a session with its steps, tool-use index, issues, audit rows and
+ * index rows. */
+int store_txn_delete_session(StoreTxn *t, const Norn__V1__Session *s);
+int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c);
+/* Drops revision-log entries older than `keep_from`. */
+int store_txn_trim_revlog(StoreTxn *t, uint64_t keep_from);
+
+/* Commits everything as one WriteBatch and releases the lock. On failure
+ * nothing is written (NORN_ERR_STORAGE, message in err). */
+int store_txn_commit(StoreTxn *t, char *err, size_t errlen);
+void store_txn_abort(StoreTxn *t);
+
+/* Microseconds of a Timestamp (0 for NULL). */
+uint64_t store_ts_micros(const Google__Protobuf__Timestamp *ts);
+
+#endif
