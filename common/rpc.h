@@ -140,6 +140,15 @@ void *rpc_call_state(const RpcCall *call);
  */
 RpcCode rpc_call_send(RpcCall *call, const ProtobufCMessage *msg);
 
+/* A message packed once and sent to many calls (watch fan-out): each send
+ * shares the bytes instead of packing again. Thread-safe, immutable. */
+typedef struct RpcPacked RpcPacked;
+RpcPacked *rpc_packed_new(const ProtobufCMessage *msg);
+void rpc_packed_free(RpcPacked *p); /* the calls it was sent to keep their reference */
+size_t rpc_packed_size(const RpcPacked *p);
+/* Like rpc_call_send, with pre-packed bytes. */
+RpcCode rpc_call_send_packed(RpcCall *call, const RpcPacked *p);
+
 /* Bytes packed but not yet handed to the transport. */
 size_t rpc_call_queued_bytes(RpcCall *call);
 

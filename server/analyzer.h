@@ -297,4 +297,29 @@ void analyzer_repr_value(AnalyzerText *t, const Google__Protobuf__Value *v);
 /* Appends the Python repr of a dict built from `s` (NULL = {}). */
 void analyzer_repr_struct(AnalyzerText *t, const Google__Protobuf__Struct *s);
 
+/* Appends the equality key of analyzer_canonical_input(). */
+void analyzer_append_canonical_input(AnalyzerText *t, const char *tool_name,
+                                     const Google__Protobuf__Struct *input);
+
+/* Appends `s` lower-cased as Python's str.lower() does as far as ASCII is
+ * concerned: A–Z, KELVIN SIGN → "k", U+0130 → "i" U+0307. Other characters
+ * are copied unchanged (their lower-case forms are not ASCII, so no test
+ * against an ASCII word can tell the difference). */
+void analyzer_py_lower(AnalyzerText *t, const char *s, size_t len);
+
+/* One key of a Struct seen as a Python dict built from its entries. */
+typedef struct AnalyzerDictItem {
+    const char *key;
+    const Google__Protobuf__Value *value; /* the key's last entry */
+    size_t first;                         /* index of the key's first entry */
+} AnalyzerDictItem;
+
+/* The distinct keys of `s` (NULL = {}), sorted by key (bytewise, which is
+ * code point order), each with its last value and first position. *items is
+ * malloc'd (NULL when *n is 0); returns -1 when memory is short. */
+int analyzer_dict_items(const Google__Protobuf__Struct *s, AnalyzerDictItem **items, size_t *n);
+
+/* Re-sorts items into entry (Python insertion) order. */
+void analyzer_dict_items_entry_order(AnalyzerDictItem *items, size_t n);
+
 #endif

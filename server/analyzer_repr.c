@@ -159,7 +159,13 @@ bool analyzer_is_py_space(uint32_t cp)
     if (cp < 0x80)
         return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20);
     switch (cp) {
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
     case 0x3000: return true;
     default: return cp >= 0x2000 && cp <= 0x200A;
     }
@@ -173,12 +179,12 @@ bool analyzer_is_py_space(uint32_t cp)
 static const struct {
     uint32_t lo, hi;
 } nonprintable[] = {
-    {0x0000, 0x001F},   {0x007F, 0x00A0},   {0x00AD, 0x00AD},   {0x0600, 0x0605},
-    {0x061C, 0x061C},   {0x06DD, 0x06DD},   {0x070F, 0x070F},   {0x0890, 0x0891},
-    {0x08E2, 0x08E2},   {0x1680, 0x1680},   {0x180E, 0x180E},   {0x2000, 0x200F},
-    {0x2028, 0x202F},   {0x205F, 0x206F},   {0x3000, 0x3000},   {0xD800, 0xF8FF},
-    {0xFDD0, 0xFDEF},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD},
-    {0x110CD, 0x110CD}, {0x13430, 0x13438}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A},
+    {0x0000, 0x001F},   {0x007F, 0x00A0},   {0x00AD, 0x00AD},    {0x0600, 0x0605},
+    {0x061C, 0x061C},   {0x06DD, 0x06DD},   {0x070F, 0x070F},    {0x0890, 0x0891},
+    {0x08E2, 0x08E2},   {0x1680, 0x1680},   {0x180E, 0x180E},    {0x2000, 0x200F},
+    {0x2028, 0x202F},   {0x205F, 0x206F},   {0x3000, 0x3000},    {0xD800, 0xF8FF},
+    {0xFDD0, 0xFDEF},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},    {0x110BD, 0x110BD},
+    {0x110CD, 0x110CD}, {0x13430, 0x13438}, {0x1BCA0, 0x1BCA3},  {0x1D173, 0x1D17A},
     {0xE0001, 0xE0001}, {0xE0020, 0xE007F}, {0xF0000, 0x10FFFF},
 };
 
@@ -356,7 +362,9 @@ static void repr_value_depth(AnalyzerText *t, const Google__Protobuf__Value *v, 
         else
             analyzer_text_append(t, "False", 5);
         break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE: repr_struct_depth(t, v->struct_value, depth); break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+        repr_struct_depth(t, v->struct_value, depth);
+        break;
     case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: repr_list_depth(t, v->list_value, depth); break;
     default: analyzer_text_append(t, "None", 4); break;
     }
@@ -418,7 +426,7 @@ int analyzer_dict_items(const Google__Protobuf__Struct *s, AnalyzerDictItem **it
         size_t j = i + 1;
         while (j < m && strcmp(it[j].key, it[i].key) == 0)
             j++;
-        it[out] = it[i];            /* first position ... */
+        it[out] = it[i];                 /* first position ... */
         it[out].value = it[j - 1].value; /* ... last value, as a Python dict */
         out++;
         i = j;

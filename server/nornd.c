@@ -23,12 +23,14 @@
 #include "reflection.h"
 #include "session_service.h"
 #include "store.h"
+#include "watch.h"
 
 struct Nornd {
     RpcServer *srv;
     Store *store;
     ConfigHolder *config;
     SessionService *sessions;
+    WatchHub *watch;
     Health *health;
     Reflection *reflection;
     int64_t drain_grace_ms;
@@ -87,6 +89,14 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     if (saved)
         norn__v1__config__free_unpacked(saved, NULL);
     d->sessions = session_service_new(d->store, d->config);
+    d->watch = watch_hub_new(d->store, d->config, NULL);
+    if (!d->sessions || !d->watch) {
+        snprintf(err, errlen, "cannot start the session service");
+        nornd_free(d);
+        return NULL;
+    }
+    session_service_on_commit(d->sessions, watch_hub_publish, d->watch);
+    session_service_set_watch(d->sessions, d->watch);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -148,6 +158,7 @@ void nornd_free(Nornd *d)
     if (!d)
         return;
     rpc_server_destroy(d->srv);
+    watch_hub_free(d->watch);
     session_service_free(d->sessions);
     config_holder_free(d->config);
     store_close(d->store);

@@ -429,24 +429,56 @@ static void pump_locked(RpcCall *c)
     grpc_slice_unref(details);
 }
 
-RpcCode rpc_call_send(RpcCall *c, const ProtobufCMessage *msg)
+struct RpcPacked {
+    grpc_slice slice;
+};
+
+RpcPacked *rpc_packed_new(const ProtobufCMessage *msg)
 {
+    RpcPacked *p = malloc(sizeof *p);
+    if (!p)
+        return NULL;
     size_t len = protobuf_c_message_get_packed_size(msg);
+    p->slice = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(p->slice));
+    return p;
+}
+
+void rpc_packed_free(RpcPacked *p)
+{
+    if (!p)
+        return;
+    grpc_slice_unref(p->slice);
+    free(p);
+}
+
+size_t rpc_packed_size(const RpcPacked *p)
+{
+    return GRPC_SLICE_LENGTH(p->slice);
+}
+
+/* Queues a byte buffer (taking it) unless the call is over or its queue is
+ * past the limit. */
+static RpcCode enqueue(RpcCall *c, grpc_byte_buffer *bb, size_t len)
+{
     pthread_mutex_lock(&c->mu);
     if (c->done || c->finish_requested) {
         pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
         return RPC_CANCELLED;
     }
     if (c->q_bytes + len > c->srv->opts.max_stream_queue_bytes && c->q_head) {
         pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
         return RPC_RESOURCE_EXHAUSTED;
     }
     SendItem *it = malloc(sizeof *it);
     if (!it) {
         pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
         return RPC_RESOURCE_EXHAUSTED;
     }
-    it->bb = pack_message(msg, NULL);
+    it->bb = bb;
     it->len = len;
     it->next = NULL;
     if (c->q_tail)
@@ -458,6 +490,21 @@ RpcCode rpc_call_send(RpcCall *c, const ProtobufCMessage *msg)
     pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     return RPC_OK;
+}
+
+RpcCode rpc_call_send(RpcCall *c, const ProtobufCMessage *msg)
+{
+    size_t len;
+    grpc_byte_buffer *bb = pack_message(msg, &len);
+    return enqueue(c, bb, len);
+}
+
+RpcCode rpc_call_send_packed(RpcCall *c, const RpcPacked *p)
+{
+    grpc_slice s = p->slice;
+    /* The buffer takes its own reference to the shared slice. */
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    return enqueue(c, bb, GRPC_SLICE_LENGTH(s));
 }
 
 static void finish_locked(RpcCall *c, RpcCode code, const char *message)

@@ -40,6 +40,7 @@ struct SessionService {
     Judge *judge;
     CommitHook hook;
     void *hook_arg;
+    WatchHub *hub;
 };
 
 typedef struct OpError {
@@ -1256,6 +1257,14 @@ static RpcCode ingest_end(void *ud, RpcCall *call)
     return RPC_OK;
 }
 
+static RpcCode watch_sessions(void *ud, RpcCall *call, const Norn__V1__WatchSessionsRequest *req)
+{
+    SessionService *ss = ud;
+    if (!ss->hub)
+        return rpc_fail(call, RPC_UNAVAILABLE, "watching is not available");
+    return watch_hub_watch(ss->hub, call, req);
+}
+
 static const Norn__V1__SessionService_Handlers handlers = {
     .open_session = open_session,
     .begin_step = begin_step,
@@ -1268,6 +1277,7 @@ static const Norn__V1__SessionService_Handlers handlers = {
     .list_sessions = list_sessions,
     .list_steps = list_steps,
     .delete_session = delete_session,
+    .watch_sessions = watch_sessions,
 };
 
 SessionService *session_service_new(Store *store, ConfigHolder *config)
@@ -1287,6 +1297,11 @@ void session_service_on_commit(SessionService *ss, CommitHook hook, void *arg)
 {
     ss->hook = hook;
     ss->hook_arg = arg;
+}
+
+void session_service_set_watch(SessionService *ss, WatchHub *hub)
+{
+    ss->hub = hub;
 }
 
 int session_service_register(SessionService *ss, RpcServer *srv)

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "rpc_server.h"
 #include "store.h"
+#include "watch.h"
 
 typedef struct SessionService SessionService;
 
@@ -23,6 +24,8 @@ typedef void (*CommitHook)(void *arg, uint64_t revision);
 
 SessionService *session_service_new(Store *store, ConfigHolder *config);
 void session_service_on_commit(SessionService *ss, CommitHook hook, void *arg);
+/* WatchSessions is served by this hub. */
+void session_service_set_watch(SessionService *ss, WatchHub *hub);
 int session_service_register(SessionService *ss, RpcServer *srv);
 void session_service_free(SessionService *ss);
 

@@ -80,6 +80,11 @@ struct Store {
     StoreCounters counters;
 };
 
+struct StoreSnapshot {
+    const rocksdb_snapshot_t *snap;
+    rocksdb_readoptions_t *ro;
+};
+
 struct StoreTxn {
     Store *s;
     rocksdb_writebatch_t *wb;
@@ -88,6 +93,7 @@ struct StoreTxn {
     uint64_t now_micros;
     StoreCounters counters;
     int failed;
+    int has_delta; /* only changes readers can watch consume a revision */
 };
 
 void store_options_init(StoreOptions *o)
@@ -112,17 +118,24 @@ static uint64_t now_micros(void)
 
 /* ---- low-level helpers ---------------------------------------------------- */
 
-static char *get_raw(Store *s, int cf, const Key *k, size_t *len, char **err)
+static char *get_raw_at(Store *s, const StoreSnapshot *snap, int cf, const Key *k, size_t *len,
+                        char **err)
 {
-    return rocksdb_get_cf(s->db, s->ropts, s->cf[cf], (const char *)k->b, k->len, len, err);
+    return rocksdb_get_cf(s->db, snap ? snap->ro : s->ropts, s->cf[cf], (const char *)k->b, k->len,
+                          len, err);
 }
 
-static int get_message(Store *s, int cf, const Key *k, const ProtobufCMessageDescriptor *d,
-                       ProtobufCMessage **out)
+static char *get_raw(Store *s, int cf, const Key *k, size_t *len, char **err)
+{
+    return get_raw_at(s, NULL, cf, k, len, err);
+}
+
+static int get_message_at(Store *s, const StoreSnapshot *snap, int cf, const Key *k,
+                          const ProtobufCMessageDescriptor *d, ProtobufCMessage **out)
 {
     size_t len = 0;
     char *err = NULL;
-    char *v = get_raw(s, cf, k, &len, &err);
+    char *v = get_raw_at(s, snap, cf, k, &len, &err);
     if (err) {
         rocksdb_free(err);
         return NORN_ERR_STORAGE;
@@ -132,6 +145,12 @@ static int get_message(Store *s, int cf, const Key *k, const ProtobufCMessageDes
     *out = protobuf_c_message_unpack(d, NULL, len, (const uint8_t *)v);
     rocksdb_free(v);
     return *out ? NORN_OK : NORN_ERR_STORAGE;
+}
+
+static int get_message(Store *s, int cf, const Key *k, const ProtobufCMessageDescriptor *d,
+                       ProtobufCMessage **out)
+{
+    return get_message_at(s, NULL, cf, k, d, out);
 }
 
 static uint64_t get_u64_meta(Store *s, const char *name)
@@ -157,9 +176,12 @@ typedef struct RangeIter {
     Key lo, hi;
 } RangeIter;
 
-static void range_open(Store *s, int cf, RangeIter *r, const Key *lo, const Key *hi)
+static void range_open_at(Store *s, const StoreSnapshot *snap, int cf, RangeIter *r, const Key *lo,
+                          const Key *hi)
 {
     r->ro = rocksdb_readoptions_create();
+    if (snap)
+        rocksdb_readoptions_set_snapshot(r->ro, snap->snap);
     if (lo) {
         r->lo = *lo;
         rocksdb_readoptions_set_iterate_lower_bound(r->ro, (const char *)r->lo.b, r->lo.len);
@@ -169,6 +191,11 @@ static void range_open(Store *s, int cf, RangeIter *r, const Key *lo, const Key 
         rocksdb_readoptions_set_iterate_upper_bound(r->ro, (const char *)r->hi.b, r->hi.len);
     }
     r->it = rocksdb_create_iterator_cf(s->db, r->ro, s->cf[cf]);
+}
+
+static void range_open(Store *s, int cf, RangeIter *r, const Key *lo, const Key *hi)
+{
+    range_open_at(s, NULL, cf, r, lo, hi);
 }
 
 static void range_close(RangeIter *r)
@@ -292,13 +319,46 @@ void store_counters(Store *s, StoreCounters *out, uint64_t *revision)
 
 /* ---- reads ---------------------------------------------------------------- */
 
-int store_session_get(Store *s, const char *id, Norn__V1__Session **out)
+int store_session_get_at(Store *s, const StoreSnapshot *snap, const char *id,
+                         Norn__V1__Session **out)
 {
     Key k;
     if (key_session(&k, id))
         return NORN_ERR_INVALID;
-    return get_message(s, CF_SESSIONS, &k, &norn__v1__session__descriptor,
-                       (ProtobufCMessage **)out);
+    return get_message_at(s, snap, CF_SESSIONS, &k, &norn__v1__session__descriptor,
+                          (ProtobufCMessage **)out);
+}
+
+int store_session_get(Store *s, const char *id, Norn__V1__Session **out)
+{
+    return store_session_get_at(s, NULL, id, out);
+}
+
+StoreSnapshot *store_snapshot_open(Store *s, uint64_t *revision)
+{
+    StoreSnapshot *snap = calloc(1, sizeof *snap);
+    if (!snap)
+        return NULL;
+    /* No commit can land between reading the revision and taking the
+     * snapshot while the write lock is held. */
+    pthread_mutex_lock(&s->write_mu);
+    snap->snap = rocksdb_create_snapshot(s->db);
+    pthread_mutex_lock(&s->state_mu);
+    *revision = s->revision;
+    pthread_mutex_unlock(&s->state_mu);
+    pthread_mutex_unlock(&s->write_mu);
+    snap->ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(snap->ro, snap->snap);
+    return snap;
+}
+
+void store_snapshot_close(Store *s, StoreSnapshot *snap)
+{
+    if (!snap)
+        return;
+    rocksdb_readoptions_destroy(snap->ro);
+    rocksdb_release_snapshot(s->db, snap->snap);
+    free(snap);
 }
 
 int store_step_get(Store *s, const char *id, uint32_t step, Norn__V1__Step **out)
@@ -465,7 +525,8 @@ int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, voi
         has_hi = plen ? key_prefix_end(&prefix, &hi) == 0 : 0;
     }
     RangeIter r;
-    range_open(s, cf, &r, plen || q->before_micros ? &lo : NULL, has_hi ? &hi : NULL);
+    range_open_at(s, q->snapshot, cf, &r, plen || q->before_micros ? &lo : NULL,
+                  has_hi ? &hi : NULL);
     if (q->resume && q->resume_len && q->resume_len <= KEY_MAX) {
         rocksdb_iter_seek(r.it, (const char *)q->resume, q->resume_len);
         /* Resume strictly after the last key returned. */
@@ -498,7 +559,7 @@ int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, voi
         if (key_index_session_id((const uint8_t *)key, klen, plen, id, sizeof id) < 0)
             continue;
         Norn__V1__Session *sess = NULL;
-        int g = store_session_get(s, id, &sess);
+        int g = store_session_get_at(s, q->snapshot, id, &sess);
         if (g == NORN_ERR_NOT_FOUND)
             continue; /* cannot happen: index rows go with their session */
         if (g != NORN_OK) {
@@ -809,6 +870,7 @@ int store_txn_add_audit(StoreTxn *t, Norn__V1__AuditEvent *ev)
 int store_txn_set_delta(StoreTxn *t, const Norn__V1__SessionDelta *d)
 {
     Key k;
+    t->has_delta = 1;
     key_revision(&k, t->revision);
     return put_message(t, CF_REVLOG, &k, &d->base);
 }
@@ -899,7 +961,8 @@ int store_txn_commit(StoreTxn *t, char *err, size_t errlen)
         return NORN_ERR_INTERNAL;
     }
     Store *s = t->s;
-    put_u64_meta(t, META_REVISION, t->revision);
+    if (t->has_delta)
+        put_u64_meta(t, META_REVISION, t->revision);
     put_u64_meta(t, META_AUDIT_SEQ, t->audit_seq);
     uint8_t cbuf[COUNTER_WORDS * 8];
     const uint64_t *c = (const uint64_t *)&t->counters;
@@ -918,7 +981,8 @@ int store_txn_commit(StoreTxn *t, char *err, size_t errlen)
         return NORN_ERR_STORAGE;
     }
     pthread_mutex_lock(&s->state_mu);
-    s->revision = t->revision;
+    if (t->has_delta)
+        s->revision = t->revision;
     s->audit_seq = t->audit_seq;
     s->counters = t->counters;
     pthread_mutex_unlock(&s->state_mu);

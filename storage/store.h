@@ -65,6 +65,16 @@ void store_counters(Store *s, StoreCounters *out, uint64_t *revision);
 
 /* ---- reads (committed data) -------------------------------------------- */
 
+/* A consistent view as of one revision: reads through it see exactly the
+ * commits up to *revision (watch snapshots need that, with no gap or
+ * duplicate at the seam). */
+typedef struct StoreSnapshot StoreSnapshot;
+StoreSnapshot *store_snapshot_open(Store *s, uint64_t *revision);
+void store_snapshot_close(Store *s, StoreSnapshot *snap);
+/* store_session_get through a snapshot (NULL = latest). */
+int store_session_get_at(Store *s, const StoreSnapshot *snap, const char *id,
+                         Norn__V1__Session **out);
+
 /* *out is a message to free with protobuf_c_message_free_unpacked.
  * NORN_ERR_NOT_FOUND when absent. */
 int store_session_get(Store *s, const char *id, Norn__V1__Session **out);
@@ -89,7 +99,8 @@ typedef struct StoreListQuery {
     uint64_t after_micros;  /* 0 = no bound: sessions started at or after this */
     const uint8_t *resume;  /* index key to continue after (from a page token), or NULL */
     size_t resume_len;
-    size_t max_scan; /* index entries examined at most in this call */
+    size_t max_scan;               /* index entries examined at most in this call */
+    const StoreSnapshot *snapshot; /* NULL = latest */
 } StoreListQuery;
 
 /* Calls `visit` for each session in index order until it returns 0 (page
@@ -116,7 +127,9 @@ int store_config_get(Store *s, Norn__V1__Config **out);
 
 /* ---- writes -------------------------------------------------------------- */
 
-/* Begins a transaction (takes the write lock). Its revision is the next one. */
+/* Begins a transaction (takes the write lock). Its revision is the next
+ * one; it is consumed only if the transaction sets a revision-log entry
+ * (store_txn_set_delta), so revisions have no gaps. */
 StoreTxn *store_txn_begin(Store *s);
 uint64_t store_txn_revision(const StoreTxn *t);
 /* The counters as this transaction will commit them: adjust in place. */
