@@ -41,6 +41,7 @@ static void usage(FILE *out)
           "  sessions get ID [--steps] [--issues]  one session\n"
           "  sessions delete ID                  delete a session and all it owns\n"
           "  steps list SESSION_ID               the steps of a session, in order\n"
+          "  watch [--session ID] [--agent NAME] [--from REV] [--steps]  live deltas\n"
           "  (each command has --help)\n"
           "\n"
           "global options:\n"
@@ -484,6 +485,151 @@ static int cmd_steps_list(Globals *g, RpcChannel *ch, int argc, char **argv)
     return rc;
 }
 
+/* ---- watch ------------------------------------------------------------------- */
+
+static void print_watch_line(const Globals *g, const Norn__V1__WatchSessionsResponse *m)
+{
+    if (g->json) {
+        json_t *j = pbjson_encode(&m->base);
+        char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (s)
+            puts(s);
+        free(s);
+        json_decref(j);
+    } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA) {
+        const Norn__V1__SessionDelta *d = m->delta;
+        const Norn__V1__Session *s = d->session;
+        printf(
+            "%-8llu %-13s %-28s %-16.16s %-10s %-9s steps=%u issues=%u",
+            (unsigned long long)d->revision,
+            short_enum(&norn__v1__delta_kind__descriptor, d->kind, "DELTA_KIND_"),
+            s ? s->session_id : "-", s ? s->agent_name : "-",
+            s ? short_enum(&norn__v1__session_status__descriptor, s->status, "SESSION_STATUS_")
+              : "-",
+            s ? short_enum(&norn__v1__session_quality__descriptor, s->overall_quality, "QUALITY_")
+              : "-",
+            s ? s->total_steps : 0, s ? s->total_issues : 0);
+        for (size_t i = 0; i < d->n_steps; i++)
+            printf(" [%u %s %s]", d->steps[i]->step_number, d->steps[i]->tool_name,
+                   short_enum(&norn__v1__step_status__descriptor, d->steps[i]->status,
+                              "STEP_STATUS_"));
+        putchar('\n');
+    } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_INITIAL) {
+        printf("initial  %-28s %-16.16s revision=%llu\n", m->initial->session_id,
+               m->initial->agent_name, (unsigned long long)m->initial->revision);
+    } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_INITIAL_END) {
+        printf("-- snapshot complete at revision %llu --\n",
+               (unsigned long long)m->initial_end->revision);
+    }
+    fflush(stdout);
+}
+
+/* Streams deltas; after UNAVAILABLE (server restart, drain) or
+ * RESOURCE_EXHAUSTED (we fell behind) it resumes from the revision after the
+ * last one seen, so nothing is missed or repeated. */
+static int cmd_watch(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"session", required_argument, NULL, 's'},
+        {"agent", required_argument, NULL, 'a'},
+        {"swarm", required_argument, NULL, 'w'},
+        {"from", required_argument, NULL, 'f'},
+        {"steps", no_argument, NULL, 'S'},
+        {"initial", no_argument, NULL, 'i'},
+        {"count", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__WatchSessionsRequest req = NORN__V1__WATCH_SESSIONS_REQUEST__INIT;
+    char *ids[100];
+    long count = 0;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            if (req.n_session_ids == 100) {
+                fprintf(stderr, "norn: at most 100 --session\n");
+                return EXIT_USAGE;
+            }
+            ids[req.n_session_ids++] = optarg;
+            break;
+        case 'a': req.agent_name = optarg; break;
+        case 'w': req.swarm_id = optarg; break;
+        case 'f': req.start_revision = strtoull(optarg, NULL, 10); break;
+        case 'S': req.include_steps = 1; break;
+        case 'i': req.send_initial = 1; break;
+        case 'c': count = strtol(optarg, NULL, 10); break;
+        case 'h':
+            puts("usage: norn watch [--session ID]... [--agent NAME] [--swarm ID] [--from REV]\n"
+                 "                  [--steps] [--initial] [--count N]\n"
+                 "  Prints session deltas as they are committed, one line each (-o json for\n"
+                 "  JSON lines). --from replays from a revision; --initial sends the current\n"
+                 "  sessions first; --count stops after N deltas. Resumes by itself after\n"
+                 "  UNAVAILABLE or RESOURCE_EXHAUSTED from the last revision seen.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    req.session_ids = ids;
+    req.progress_interval_ms = 10000;
+    uint64_t last = 0;
+    long seen = 0;
+    int retries = 0;
+    for (;;) {
+        if (last) {
+            req.start_revision = last + 1;
+            req.send_initial = 0;
+        }
+        RpcCallOptions co = {0};
+        RpcClientCall *c = norn__v1__session_service__watch_sessions__start(ch, &req, &co);
+        if (!c) {
+            fprintf(stderr, "norn: watch: cannot start the call\n");
+            return EXIT_RPC;
+        }
+        Norn__V1__WatchSessionsResponse *m;
+        while (norn__v1__session_service__watch_sessions__read(c, &m) == 1) {
+            retries = 0;
+            if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA)
+                last = m->delta->revision;
+            else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_INITIAL_END)
+                last = m->initial_end->revision;
+            else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_PROGRESS &&
+                     m->progress->revision > last)
+                last = m->progress->revision;
+            if (m->event_case != NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_PROGRESS)
+                print_watch_line(g, m);
+            int is_delta = m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA;
+            protobuf_c_message_free_unpacked(&m->base, NULL);
+            if (is_delta && count && ++seen >= count) {
+                rpc_stream_cancel(c);
+                RpcStatus st;
+                rpc_stream_finish(c, &st);
+                rpc_status_clear(&st);
+                return EXIT_OK;
+            }
+        }
+        RpcStatus st;
+        RpcCode code = rpc_stream_finish(c, &st);
+        const char *resume = rpc_status_trailer(&st, "norn-resume-revision");
+        if (code == RPC_RESOURCE_EXHAUSTED && resume)
+            last = strtoull(resume, NULL, 10) - 1;
+        if ((code == RPC_UNAVAILABLE || code == RPC_RESOURCE_EXHAUSTED) && retries < 30) {
+            fprintf(stderr, "norn: watch: %s (%s); resuming from revision %llu\n",
+                    rpc_code_name(code), st.message ? st.message : "",
+                    (unsigned long long)last + 1);
+            rpc_status_clear(&st);
+            struct timespec ts = {0, 200000000L * (retries < 5 ? retries + 1 : 5)};
+            nanosleep(&ts, NULL);
+            retries++;
+            continue;
+        }
+        int rc = report_error("watch", &st);
+        rpc_status_clear(&st);
+        return rc;
+    }
+}
+
 typedef struct Command {
     const char *group, *verb;
     int (*run)(Globals *g, RpcChannel *ch, int argc, char **argv);
@@ -492,7 +638,7 @@ typedef struct Command {
 static const Command commands[] = {
     {"health", NULL, cmd_health},          {"sessions", "list", cmd_sessions_list},
     {"sessions", "get", cmd_sessions_get}, {"sessions", "delete", cmd_sessions_delete},
-    {"steps", "list", cmd_steps_list},
+    {"steps", "list", cmd_steps_list},     {"watch", NULL, cmd_watch},
 };
 
 int main(int argc, char **argv)
