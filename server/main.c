@@ -37,6 +37,8 @@ static void usage(FILE *out)
           "                           rebalance (NORN_MAX_CONNECTION_AGE_MS, default 0 = never)\n"
           "  --drain-grace-ms N       on SIGTERM, time given to calls in flight\n"
           "                           (NORN_DRAIN_GRACE_MS, default 10000)\n"
+          "  --sync-writes            fsync every commit: survives power loss, not only\n"
+          "                           process crashes (NORN_SYNC_WRITES=1)\n"
           "  --port-file FILE         write the bound port here once listening\n"
           "  -h, --help               this text\n"
           "\n"
@@ -88,6 +90,7 @@ enum {
     OPT_MAX_AGE,
     OPT_GRACE,
     OPT_PORT_FILE,
+    OPT_SYNC_WRITES,
 };
 
 int main(int argc, char **argv)
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
         {"max-connection-age-ms", required_argument, NULL, OPT_MAX_AGE},
         {"drain-grace-ms", required_argument, NULL, OPT_GRACE},
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
+        {"sync-writes", no_argument, NULL, OPT_SYNC_WRITES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -133,6 +137,7 @@ int main(int argc, char **argv)
         case OPT_MAX_AGE: max_age = optarg; break;
         case OPT_GRACE: grace = optarg; break;
         case OPT_PORT_FILE: port_file = optarg; break;
+        case OPT_SYNC_WRITES: cfg.sync_writes = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -142,6 +147,8 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    if (getenv("NORN_SYNC_WRITES") && strcmp(getenv("NORN_SYNC_WRITES"), "1") == 0)
+        cfg.sync_writes = 1;
     long long v;
     if (level) {
         LogLevel lv;
