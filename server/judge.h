@@ -15,9 +15,10 @@
 typedef struct Judge Judge;
 
 typedef struct JudgeOutcome {
-    Norn__V1__Action action;  /* CONTINUE or TERMINATE */
-    char reason[512];         /* why TERMINATE */
-    Norn__V1__Issue **issues; /* malloc'd, owned; issue ids are set by the caller */
+    Norn__V1__Action action;     /* CONTINUE or TERMINATE */
+    Norn__V1__StepStatus status; /* the verdict's step status (UNSPECIFIED: none) */
+    char reason[512];            /* why TERMINATE */
+    Norn__V1__Issue **issues;    /* malloc'd, owned; issue ids are set by the caller */
     size_t n_issues;
 } JudgeOutcome;
 

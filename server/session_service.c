@@ -436,6 +436,8 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
             msg_set_str(&s->system_prompt, req->system_prompt);
         if (req->guard_mode)
             s->guard_mode = req->guard_mode;
+        s->invocation_first_step = s->total_steps + 1;
+        s->invocation_first_issue = s->total_issues + 1;
         kind = NORN__V1__DELTA_KIND__DELTA_KIND_UPDATED;
     } else {
         s = msg_alloc(sizeof *s);
@@ -454,6 +456,8 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
         s->started_at = msg_timestamp(req->started_at ? msg_micros(req->started_at) : now);
         s->overall_quality = NORN__V1__SESSION_QUALITY__QUALITY_PENDING;
         s->evaluation_state = NORN__V1__EVALUATION_STATE__EVALUATION_STATE_NOT_REQUESTED;
+        s->invocation_first_step = 1;
+        s->invocation_first_issue = 1;
         c->sessions++;
         char summary[200];
         snprintf(summary, sizeof summary, "Session started \u2013 %.80s",
@@ -622,7 +626,10 @@ static Norn__V1__BeginStepResponse *op_begin(SessionService *ss,
     Norn__V1__StepVerdict *v = verdict_for(st);
     store_issues(t, s, &jo, v, c);
     apply_action(t, s, st, v, &jo);
-    v->status = st->status;
+    /* A running step's verdict may already carry the provisional status
+     * (REDUNDANT for a repeated call). */
+    v->status = st->status == NORN__V1__STEP_STATUS__STEP_STATUS_RUNNING && jo.status ? jo.status
+                                                                                      : st->status;
 
     s->revision = store_txn_revision(t);
     if (s->updated_at)
