@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "admin_service.h"
 #include "config.h"
 #include "error.h"
 #include "health.h"
@@ -31,6 +32,7 @@ struct Nornd {
     ConfigHolder *config;
     SessionService *sessions;
     WatchHub *watch;
+    AdminService *admin;
     Health *health;
     Reflection *reflection;
     int64_t drain_grace_ms;
@@ -41,8 +43,6 @@ struct Nornd {
 static const Norn__V1__AgentService_Handlers agent_handlers;
 static const Norn__V1__SwarmService_Handlers swarm_handlers;
 static const Norn__V1__AuditService_Handlers audit_handlers;
-static const Norn__V1__ConfigService_Handlers config_handlers;
-static const Norn__V1__StatsService_Handlers stats_handlers;
 
 void nornd_config_init(NorndConfig *c)
 {
@@ -97,6 +97,7 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     }
     session_service_on_commit(d->sessions, watch_hub_publish, d->watch);
     session_service_set_watch(d->sessions, d->watch);
+    d->admin = admin_service_new(d->store, d->config);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -118,9 +119,8 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
              norn__v1__agent_service__serve(d->srv, &agent_handlers, d) |
              norn__v1__swarm_service__serve(d->srv, &swarm_handlers, d) |
              norn__v1__audit_service__serve(d->srv, &audit_handlers, d) |
-             norn__v1__config_service__serve(d->srv, &config_handlers, d) |
-             norn__v1__stats_service__serve(d->srv, &stats_handlers, d) |
-             health_register(d->health, d->srv) | reflection_register(d->reflection, d->srv);
+             admin_service_register(d->admin, d->srv) | health_register(d->health, d->srv) |
+             reflection_register(d->reflection, d->srv);
     if (rc != 0) {
         snprintf(err, errlen, "cannot register services");
         nornd_free(d);
@@ -160,6 +160,7 @@ void nornd_free(Nornd *d)
     rpc_server_destroy(d->srv);
     watch_hub_free(d->watch);
     session_service_free(d->sessions);
+    admin_service_free(d->admin);
     config_holder_free(d->config);
     store_close(d->store);
     reflection_free(d->reflection);

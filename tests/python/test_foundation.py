@@ -112,11 +112,12 @@ class SharedServerTest(unittest.TestCase, RpcAssertions):
             call.cancel()
 
     def test_unimplemented_rpc_via_generated_stub(self):
-        # Update when StatsService.GetStats is implemented (then expect a Stats).
-        stub = stats_service_pb2_grpc.StatsServiceStub(self.channel)
+        # The agent registry is not implemented yet (issue 6): a clean
+        # UNIMPLEMENTED through the generated stub. Update when it lands.
+        stub = agent_service_pb2_grpc.AgentServiceStub(self.channel)
         self.assertRpcCode(
-            lambda: stub.GetStats(stats_service_pb2.GetStatsRequest(), timeout=RPC_TIMEOUT),
-            grpc.StatusCode.UNIMPLEMENTED, "GetStats")
+            lambda: stub.ListAgents(agent_service_pb2.ListAgentsRequest(), timeout=RPC_TIMEOUT),
+            grpc.StatusCode.UNIMPLEMENTED, "ListAgents")
 
     def test_unknown_method_unimplemented(self):
         for path in ("/norn.v1.SessionService/NoSuchMethod",
