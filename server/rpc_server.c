@@ -181,16 +181,79 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg, size_t *len_o
     return bb;
 }
 
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* Walks the wire bytes of a message and names the first string field
+ * (dotted path) that holds a NUL byte. 1 when found. */
+static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                           const uint8_t *end, char *path, size_t cap, int depth)
+{
+    while (p < end && depth < 32) {
+        uint64_t key, len;
+        if (read_varint(&p, end, &key))
+            return 0;
+        unsigned wt = key & 7;
+        if (wt == 0) {
+            if (read_varint(&p, end, &len))
+                return 0;
+            continue;
+        }
+        if (wt == 1 || wt == 5) {
+            p += wt == 1 ? 8 : 4;
+            continue;
+        }
+        if (wt != 2 || read_varint(&p, end, &len) || len > (uint64_t)(end - p))
+            return 0;
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+        if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, len)) {
+            snprintf(path, cap, "%s", f->name);
+            return 1;
+        }
+        if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            char inner[200];
+            if (find_nul_string(f->descriptor, p, p + len, inner, sizeof inner, depth + 1)) {
+                snprintf(path, cap, "%s.%s", f->name, inner);
+                return 1;
+            }
+        }
+        p += len;
+    }
+    return 0;
+}
+
+/* Unpacks a request. protobuf-c keeps strings as C strings, so a string
+ * with a NUL byte would be cut short without a word: such a request is
+ * refused and `why` names the field. */
 static ProtobufCMessage *unpack_message(const ProtobufCMessageDescriptor *desc,
-                                        grpc_byte_buffer *bb)
+                                        grpc_byte_buffer *bb, char *why, size_t why_cap)
 {
     grpc_byte_buffer_reader r;
+    snprintf(why, why_cap, "request is not a valid %s", desc->name);
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return NULL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    size_t len = GRPC_SLICE_LENGTH(s);
+    const uint8_t *data = GRPC_SLICE_START_PTR(s);
+    ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
+    char field[240];
+    if (m && find_nul_string(desc, data, data + len, field, sizeof field, 0)) {
+        snprintf(why, why_cap, "%s: contains a NUL byte, which Norn does not accept in text",
+                 field);
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+    }
     grpc_slice_unref(s);
     return m;
 }
@@ -761,12 +824,11 @@ static void handle_new_call(Worker *w, RequestSlot *slot)
             rpc_call_finish(c, RPC_INVALID_ARGUMENT, "request message missing");
             return;
         }
-        c->request = unpack_message(m->input, payload);
+        char why[320];
+        c->request = unpack_message(m->input, payload, why, sizeof why);
         grpc_byte_buffer_destroy(payload);
         if (!c->request) {
-            char msg[200];
-            snprintf(msg, sizeof msg, "request is not a valid %s", m->input->name);
-            rpc_call_finish(c, RPC_INVALID_ARGUMENT, msg);
+            rpc_call_finish(c, RPC_INVALID_ARGUMENT, why);
             return;
         }
         if (m->kind == RPC_KIND_UNARY) {
@@ -806,10 +868,11 @@ static void handle_recv_msg(RpcCall *c, int ok)
         return;
     }
     if (bb) {
-        ProtobufCMessage *req = unpack_message(m->input, bb);
+        char why[320];
+        ProtobufCMessage *req = unpack_message(m->input, bb, why, sizeof why);
         grpc_byte_buffer_destroy(bb);
         if (!req) {
-            rpc_fail(c, RPC_INVALID_ARGUMENT, "request is not a valid %s", m->input->name);
+            rpc_fail(c, RPC_INVALID_ARGUMENT, "%s", why);
             finish_with_error(c, RPC_INVALID_ARGUMENT);
             return;
         }

@@ -33,6 +33,9 @@
 #define DEFAULT_PAGE 50
 #define DEFAULT_STEP_PAGE 100
 #define TOKEN_VERSION 1
+/* Pages stop filling at this many bytes (at least one item), so a client
+ * with gRPC's default 4 MiB receive limit can read every page. */
+#define PAGE_BYTES (3u << 20)
 
 struct SessionService {
     Store *store;
@@ -811,6 +814,14 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
         return NULL;
     }
     for (size_t i = 0; i < req->n_steps; i++) {
+        uint32_t want = prev->total_steps + 1 + (uint32_t)i;
+        if (req->steps[i]->step_number && req->steps[i]->step_number != want) {
+            store_txn_abort(t);
+            norn__v1__session__free_unpacked(prev, NULL);
+            op_fail(e, RPC_INVALID_ARGUMENT,
+                    "steps.step_number: step %u of this session comes next (steps[%zu])", want, i);
+            return NULL;
+        }
         uint32_t other;
         const char *tu = req->steps[i]->tool_use_id;
         if (tu[0] && store_tool_use_get(ss->store, req->session_id, tu, &other) == NORN_OK) {
@@ -1000,6 +1011,7 @@ static RpcCode get_session(void *ud, RpcCall *call, const Norn__V1__GetSessionRe
 typedef struct ListCtx {
     const Norn__V1__ListSessionsRequest *req;
     size_t want;
+    size_t bytes;
     Norn__V1__ListSessionsResponse *resp;
     RpcCall *call;
 } ListCtx;
@@ -1019,7 +1031,8 @@ static int list_visit(void *arg, Norn__V1__Session *s)
     }
     rpc_call_adopt(lc->call, &s->base);
     lc->resp->sessions[lc->resp->n_sessions++] = s;
-    return lc->resp->n_sessions < lc->want;
+    lc->bytes += protobuf_c_message_get_packed_size(&s->base);
+    return lc->resp->n_sessions < lc->want && lc->bytes < PAGE_BYTES;
 }
 
 static RpcCode list_sessions(void *ud, RpcCall *call, const Norn__V1__ListSessionsRequest *req,
@@ -1063,7 +1076,7 @@ static RpcCode list_sessions(void *ud, RpcCall *call, const Norn__V1__ListSessio
     StoreCounters counters;
     store_counters(ss->store, &counters, &resp->revision);
     resp->sessions = rpc_call_alloc(call, want * sizeof *resp->sessions);
-    ListCtx lc = {req, want, resp, call};
+    ListCtx lc = {req, want, 0, resp, call};
     uint8_t last[KEY_MAX];
     size_t last_len = 0;
     int more = 0;
@@ -1115,11 +1128,21 @@ static RpcCode list_steps(void *ud, RpcCall *call, const Norn__V1__ListStepsRequ
     if (rc != NORN_OK)
         return rpc_fail(call, norn_error_to_rpc(rc), "storage: cannot read steps");
     resp->steps = rpc_call_alloc(call, (n ? n : 1) * sizeof *resp->steps);
+    size_t bytes = 0, keep = 0;
     for (size_t i = 0; i < n; i++) {
+        bytes += protobuf_c_message_get_packed_size(&steps[i]->base);
+        if (i > 0 && bytes > PAGE_BYTES) {
+            /* The page is full: the rest come with the next token. */
+            next = steps[i]->step_number;
+            for (size_t k = i; k < n; k++)
+                norn__v1__step__free_unpacked(steps[k], NULL);
+            break;
+        }
         rpc_call_adopt(call, &steps[i]->base);
         resp->steps[i] = steps[i];
+        keep++;
     }
-    resp->n_steps = n;
+    resp->n_steps = keep;
     free(steps);
     if (next) {
         uint8_t tok[5];

@@ -157,17 +157,42 @@ class Nornd:
         except (OSError, TypeError):
             return ""
 
+    @property
+    def data_dir(self):
+        """nornd's --data-dir (the RocksDB store is data_dir/db)."""
+        return os.path.join(self.dir, "data") if self.dir else None
+
+    def prepare(self):
+        """Creates the scratch directory without starting nornd (so a test can
+        seed the data directory first); start() calls it when needed."""
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="norn-py-")
+        return self
+
     def start(self):
-        self.dir = tempfile.mkdtemp(prefix="norn-py-")
+        """Starts nornd. The scratch directory (and so the data directory) is
+        kept across start()s: after kill() or terminate(), start() again (or
+        restart()) runs a new process on the same data."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("nornd is already running (pid %d)" % self.proc.pid)
+        self.prepare()
         port_file = os.path.join(self.dir, "port")
+        try:
+            os.unlink(port_file)  # left by an earlier run: never read a stale port
+        except FileNotFoundError:
+            pass
+        self.port = None
+        self.returncode = None
         argv = [self.binary, "--listen", "127.0.0.1:0",
-                "--data-dir", os.path.join(self.dir, "data"),
+                "--data-dir", self.data_dir,
                 "--port-file", port_file] + self.extra_args
         # Our environment minus NORN_* (ctest sets some; nornd reads NORN_*
         # as configuration), plus what the test asks for.
         env = {k: v for k, v in os.environ.items() if not k.startswith("NORN_")}
         env.update(self.extra_env)
-        self._log = open(self.log_path, "wb")
+        if self._log is not None:
+            self._log.close()
+        self._log = open(self.log_path, "ab")  # a restart appends to the same log
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -187,9 +212,11 @@ class Nornd:
         raise RuntimeError("nornd wrote no port file within %.0f s; log:\n%s"
                            % (START_TIMEOUT_S, self.log_text()))
 
-    def channel(self):
+    def channel(self, options=None):
+        """A channel to the running process, closed by close()/restart();
+        options are grpc channel options (e.g. a larger receive limit)."""
         import grpc
-        ch = grpc.insecure_channel(self.target)
+        ch = grpc.insecure_channel(self.target, options=options)
         self._channels.append(ch)
         return ch
 
@@ -206,13 +233,33 @@ class Nornd:
         self.send_signal(signal.SIGTERM)
         return self.wait(timeout)
 
-    def close(self):
+    def kill(self, timeout=20.0):
+        """SIGKILL (a crash: no drain, no flush), then wait: returns the exit status."""
+        self.send_signal(signal.SIGKILL)
+        return self.wait(timeout)
+
+    def close_channels(self):
+        """Closes the channels handed out so far (they point at the old port
+        once the process is restarted)."""
         for ch in self._channels:
             try:
                 ch.close()
             except Exception:
                 pass
         self._channels = []
+
+    def restart(self, sig=signal.SIGKILL, timeout=20.0):
+        """Stops the running process with `sig` (unless it already exited),
+        closes the old channels and starts a new process on the same data
+        directory; returns self (with the new port)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.send_signal(sig)
+            self.wait(timeout)
+        self.close_channels()
+        return self.start()
+
+    def close(self):
+        self.close_channels()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             try:
@@ -230,12 +277,18 @@ class Nornd:
             self.dir = None
 
 
-def start_nornd(testcase, args=(), env=None):
-    """Starts nornd and registers its cleanup on `testcase` (a TestCase or its class)."""
+def start_nornd(testcase, args=(), env=None, before_start=None):
+    """Starts nornd and registers its cleanup on `testcase` (a TestCase or its class).
+
+    before_start, when given, is called with the Nornd after its scratch
+    directory exists and before the process starts (e.g. to seed n.data_dir).
+    """
     n = Nornd(args=args, env=env)
     if isinstance(testcase, type):
         testcase.addClassCleanup(n.close)
     else:
         testcase.addCleanup(n.close)
+    if before_start is not None:
+        before_start(n.prepare())
     n.start()
     return n
