@@ -8,7 +8,7 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 NORN_ARGS ?=
 
-.PHONY: all deps build run test test-unit check-sanitize bazel-test node-deps format format-check clean help
+.PHONY: all deps build run test test-unit check-sanitize fuzz fuzz-smoke bazel-test node-deps format format-check clean help
 
 all: build
 
@@ -18,6 +18,7 @@ help:
 	@echo "make build           build into $(BUILD)/"
 	@echo "make check-sanitize  ASan+UBSan build of the tests, and run them"
 	@echo "make bazel-test      the Bazel build and test of the same targets (offline)"
+	@echo "make fuzz            libFuzzer on the analyzer (FUZZ_SECONDS=300 by default)"
 	@echo "make format          clang-format the C sources"
 
 deps:
@@ -39,6 +40,7 @@ node-deps:
 test: build node-deps format-check
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) check-sanitize
+	$(MAKE) fuzz-smoke
 	$(MAKE) bazel-test
 
 test-unit: build
@@ -51,6 +53,23 @@ check-sanitize: deps node-deps
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j $(JOBS) -E '^(python|node)\.'
+
+# The analyzer under libFuzzer with ASan+UBSan (clang). The generated message
+# code comes from the CMake build.
+FUZZ_SECONDS ?= 300
+FUZZ_BIN = $(BUILD)/fuzz_analyzer
+$(FUZZ_BIN): build tests/fuzz/fuzz_analyzer.c $(wildcard server/analyzer*.c server/analyzer.h)
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	  -Iserver -Icommon -I$(BUILD)/gen server/analyzer*.c tests/fuzz/fuzz_analyzer.c \
+	  $(BUILD)/gen/google/protobuf/struct.pb-c.c $(BUILD)/gen/norn/v1/common.pb-c.c \
+	  $(BUILD)/gen/google/protobuf/timestamp.pb-c.c -lprotobuf-c -lpcre2-8 -lpthread -o $@
+
+fuzz: $(FUZZ_BIN)
+	mkdir -p $(BUILD)/fuzz-corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=8192 $(BUILD)/fuzz-corpus
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=20
 
 bazel-test: deps
 	bazel test //... --test_output=errors

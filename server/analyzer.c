@@ -230,22 +230,53 @@ static int issues_hand_over(IssueList *l, AnalyzerIssue **items, size_t *n)
  * and 7) and "the dataset quality is excellent" were prompt injections that
  * failed the session (§12.4 F9). Real instructions ("Set the quality score",
  * "mark this review as completed", "marked as done") still match, with the
- * same match text. */
-static const char *const injection_patterns[] = {
+ * same match text.
+ *
+ * Pattern 7, (no\s+issues?\s+found|all\s+checks?\s+pass), is compiled as
+ * its two branches: they start with different letters, so its leftmost match
+ * is whichever branch matches first, and each branch alone gets PCRE2's
+ * first-character search (the alternation got none). */
+static const char *const injection_regexes[] = {
     "\\bset.{0,20}(score|quality|rating).{0,20}(100|perfect|excellent)",
     "\\bmark.{0,20}(completed|success|passed|done)",
     "do" PY_S "+not" PY_S "+(mention|include|report|reveal|disclose|show)",
     "ignore" PY_S "+(this|these|the" PY_S "+above|previous)",
     "override.{0,30}(score|quality|rating|result)",
     "calibration.{0,40}(score|quality|override|parity)",
-    "(no" PY_S "+issues?" PY_S "+found|all" PY_S "+checks?" PY_S "+pass)",
+    "no" PY_S "+issues?" PY_S "+found",
+    "all" PY_S "+checks?" PY_S "+pass",
 };
-#define N_INJECTION_PATTERNS COUNT_OF(injection_patterns)
+#define N_INJECTION_REGEXES COUNT_OF(injection_regexes)
+#define N_INJECTION_PATTERNS 7 /* the original's count: the last two regexes are one */
+
+/* Each regex is compiled twice. The UTF + UCP form serves any text. For
+ * pure ASCII text a form without UTF gives the same matches (ASCII letters
+ * only fold to ASCII letters there, \b and the space class agree on ASCII)
+ * and is much faster: in UTF mode a caseless "s" may also be U+017F and "k"
+ * U+212A, which rules out PCRE2's first-character search. */
+typedef struct CompiledRegex {
+    pcre2_code *code;
+    bool jit;
+} CompiledRegex;
 
 static pthread_once_t regex_once = PTHREAD_ONCE_INIT;
-static pcre2_code *injection_code[N_INJECTION_PATTERNS];
-static bool injection_jit[N_INJECTION_PATTERNS];
+static CompiledRegex injection_utf[N_INJECTION_REGEXES];
+static CompiledRegex injection_ascii[N_INJECTION_REGEXES];
 static bool regex_ready;
+
+static bool regex_compile(CompiledRegex *out, const char *pattern, uint32_t options,
+                          pcre2_compile_context *cctx)
+{
+    int err;
+    PCRE2_SIZE off;
+    out->code = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                              options | PCRE2_CASELESS | PCRE2_NO_AUTO_CAPTURE, &err, &off, cctx);
+    if (!out->code)
+        return false;
+    /* JIT is an optimisation only: without it pcre2_match interprets. */
+    out->jit = pcre2_jit_compile(out->code, PCRE2_JIT_COMPLETE) == 0;
+    return true;
+}
 
 static void regex_compile_all(void)
 {
@@ -256,19 +287,9 @@ static void regex_compile_all(void)
         return;
     pcre2_set_newline(cctx, PCRE2_NEWLINE_LF);
     bool ok = true;
-    for (size_t i = 0; i < N_INJECTION_PATTERNS; i++) {
-        int err;
-        PCRE2_SIZE off;
-        injection_code[i] = pcre2_compile(
-            (PCRE2_SPTR)injection_patterns[i], PCRE2_ZERO_TERMINATED,
-            PCRE2_CASELESS | PCRE2_UTF | PCRE2_UCP | PCRE2_NO_AUTO_CAPTURE, &err, &off, cctx);
-        if (!injection_code[i]) {
-            ok = false;
-            break;
-        }
-        /* JIT is an optimisation only: without it pcre2_match interprets. */
-        injection_jit[i] = pcre2_jit_compile(injection_code[i], PCRE2_JIT_COMPLETE) == 0;
-    }
+    for (size_t i = 0; i < N_INJECTION_REGEXES && ok; i++)
+        ok = regex_compile(&injection_utf[i], injection_regexes[i], PCRE2_UTF | PCRE2_UCP, cctx) &&
+             regex_compile(&injection_ascii[i], injection_regexes[i], 0, cctx);
     pcre2_compile_context_free(cctx);
     regex_ready = ok;
 }
@@ -277,6 +298,25 @@ static bool regex_init(void)
 {
     pthread_once(&regex_once, regex_compile_all);
     return regex_ready;
+}
+
+/* First match of `re` in the subject: true and [*start, *end) on a match. A
+ * match-limit error counts as no match (these patterns cannot hit it: their
+ * backtracking per start position is bounded). */
+static bool regex_search(const CompiledRegex *re, const char *subject, size_t len,
+                         pcre2_match_data *md, size_t *start, size_t *end)
+{
+    int rc;
+    if (re->jit)
+        rc = pcre2_jit_match(re->code, (PCRE2_SPTR)subject, len, 0, 0, md, NULL);
+    else
+        rc = pcre2_match(re->code, (PCRE2_SPTR)subject, len, 0, PCRE2_NO_UTF_CHECK, md, NULL);
+    if (rc <= 0)
+        return false;
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    *start = ov[0];
+    *end = ov[1];
+    return true;
 }
 
 /* ---- 128-bit digests of equality keys ------------------------------------ */
@@ -1154,10 +1194,13 @@ done:
 
 /* ---- after tool ---------------------------------------------------------- */
 
-/* True when s[0..len) is valid UTF-8; ASCII is checked eight bytes at a
- * time since tool outputs are mostly ASCII. */
-static bool utf8_valid(const char *s, size_t len)
+typedef enum TextKind { TEXT_ASCII, TEXT_UTF8, TEXT_INVALID } TextKind;
+
+/* Classifies s[0..len); ASCII is checked eight bytes at a time since tool
+ * outputs are mostly ASCII. */
+static TextKind text_kind(const char *s, size_t len)
 {
+    TextKind kind = TEXT_ASCII;
     size_t i = 0;
     while (i < len) {
         if (len - i >= 8) {
@@ -1172,11 +1215,12 @@ static bool utf8_valid(const char *s, size_t len)
             i++;
             continue;
         }
+        kind = TEXT_UTF8;
         uint32_t cp = analyzer_utf8_next(s, len, &i);
         if (cp >= 0xDC80 && cp <= 0xDCFF)
-            return false;
+            return TEXT_INVALID;
     }
-    return true;
+    return kind;
 }
 
 /* PCRE2 in UTF mode needs valid UTF-8: each invalid byte becomes U+FFFD. */
@@ -1217,26 +1261,31 @@ static int scan_injection(AnalyzerState *st, IssueList *l, uint32_t step, const 
         return NORN_OK;
     const char *subject = text;
     size_t subject_len = len;
-    if (!utf8_valid(text, len)) {
+    TextKind kind = text_kind(text, len);
+    if (kind == TEXT_INVALID) {
         subject = utf8_clean(&st->scratch, text, len, &subject_len);
         if (!subject)
             return NORN_ERR_NO_MEMORY;
     }
+    const CompiledRegex *set = kind == TEXT_ASCII ? injection_ascii : injection_utf;
     size_t starts[N_INJECTION_PATTERNS], ends[N_INJECTION_PATTERNS];
     size_t k = 0;
-    for (size_t i = 0; i < N_INJECTION_PATTERNS; i++) {
-        int rc;
-        if (injection_jit[i])
-            rc = pcre2_jit_match(injection_code[i], (PCRE2_SPTR)subject, subject_len, 0, 0, st->md,
-                                 NULL);
-        else
-            rc = pcre2_match(injection_code[i], (PCRE2_SPTR)subject, subject_len, 0,
-                             PCRE2_NO_UTF_CHECK, st->md, NULL);
-        if (rc <= 0)
-            continue; /* no match (or a match limit: treated as no match) */
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st->md);
-        starts[k] = ov[0];
-        ends[k] = ov[1];
+    bool first_branch_matched = false;
+    for (size_t i = 0; i < N_INJECTION_REGEXES; i++) {
+        size_t s0, e0;
+        if (!regex_search(&set[i], subject, subject_len, st->md, &s0, &e0))
+            continue;
+        if (i == N_INJECTION_REGEXES - 1 && first_branch_matched) {
+            /* Pattern 7's second branch: the leftmost of the two wins. */
+            if (s0 < starts[k - 1]) {
+                starts[k - 1] = s0;
+                ends[k - 1] = e0;
+            }
+            continue;
+        }
+        first_branch_matched = i == N_INJECTION_REGEXES - 2;
+        starts[k] = s0;
+        ends[k] = e0;
         k++;
     }
     if (k < 2)

@@ -39,6 +39,7 @@ static bool text_reserve(AnalyzerText *t, size_t extra)
     }
     t->data = p;
     t->cap = cap;
+    t->data[t->len] = '\0'; /* a fresh buffer reads as "" at once */
     return true;
 }
 
