@@ -1193,6 +1193,10 @@ static RpcCode delete_session(void *ud, RpcCall *call, const Norn__V1__DeleteSes
     ident.agent_name = s->agent_name;
     ident.swarm_id = s->swarm_id;
     ident.revision = store_txn_revision(t);
+    Google__Protobuf__Timestamp now_ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    now_ts.seconds = (int64_t)(store_txn_now_micros(t) / 1000000u);
+    now_ts.nanos = (int32_t)(store_txn_now_micros(t) % 1000000u) * 1000;
+    ident.updated_at = &now_ts;
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_DELETED, &ident, NULL, 0, NULL, 0);
     resp->revision = store_txn_revision(t);
     norn__v1__session__free_unpacked(s, NULL);

@@ -30,6 +30,10 @@
 #define MAX_NAME 256
 #define TICK_MS 50
 #define CATCH_UP_BATCH 256
+/* A watcher whose queue stays full this long while it lags more than
+ * max_lag revisions is not reading: it is cut off. One that reads, however
+ * far behind it starts, drains its queue and catches up. */
+#define STALL_MS 1000
 
 typedef struct RingEntry {
     uint64_t rev;
@@ -50,6 +54,7 @@ typedef struct Watcher {
     uint32_t progress_ms;
     uint64_t next_rev;
     uint64_t last_sent_ms;
+    uint64_t full_since_ms; /* 0 = its queue has room */
     int done;
 } Watcher;
 
@@ -177,12 +182,16 @@ static int catch_up_visit(void *arg, Norn__V1__SessionDelta *d)
 static void deliver(WatchHub *h, Watcher *w)
 {
     while (!w->done && w->next_rev <= h->loaded) {
-        if (h->loaded - w->next_rev + 1 > h->lim.max_lag) {
-            cut_off(h, w, RPC_RESOURCE_EXHAUSTED, "watcher fell too far behind");
-            return;
-        }
-        if (queue_full(h, w))
+        if (queue_full(h, w)) {
+            uint64_t now = now_ms();
+            if (!w->full_since_ms)
+                w->full_since_ms = now;
+            else if (h->loaded - w->next_rev + 1 > h->lim.max_lag &&
+                     now - w->full_since_ms >= STALL_MS)
+                cut_off(h, w, RPC_RESOURCE_EXHAUSTED, "watcher fell too far behind");
             return; /* paced: it gets more when its queue drains */
+        }
+        w->full_since_ms = 0;
         if (w->next_rev >= h->ring_first) {
             RingEntry *e = &h->ring[w->next_rev & (RING_SIZE - 1)];
             if (matches(w, e->delta)) {
@@ -260,7 +269,8 @@ static int age_visit(void *arg, Norn__V1__SessionDelta *d)
 {
     AgeScan *a = arg;
     uint64_t t = d->session ? msg_micros(d->session->updated_at) : 0;
-    int older = t && t < a->cutoff_us;
+    /* An entry without a time cannot be judged; it does not stop the trim. */
+    int older = !t || t < a->cutoff_us;
     if (older)
         a->keep_from = d->revision + 1;
     norn__v1__session_delta__free_unpacked(d, NULL);
