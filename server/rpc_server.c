@@ -37,6 +37,7 @@ enum TagKind {
     TAG_RECV_MSG,
     TAG_SEND,
     TAG_STATUS,
+    TAG_HALF_CLOSE,
     TAG_SHUTDOWN,
 };
 
@@ -138,7 +139,7 @@ struct RpcCall {
     ArenaChunk *arena;
     gpr_timespec started;
 
-    Tag t_recv_close, t_recv_msg, t_send, t_status;
+    Tag t_recv_close, t_recv_msg, t_send, t_status, t_half_close;
 };
 
 struct RpcServer {
@@ -698,6 +699,7 @@ static RpcCall *call_new(Worker *w, RequestSlot *slot)
     c->t_recv_msg = (Tag){TAG_RECV_MSG, c};
     c->t_send = (Tag){TAG_SEND, c};
     c->t_status = (Tag){TAG_STATUS, c};
+    c->t_half_close = (Tag){TAG_HALF_CLOSE, c};
 
     RpcServer *srv = w->srv;
     pthread_mutex_lock(&srv->mu);
@@ -885,7 +887,24 @@ static void handle_recv_msg(RpcCall *c, int ok)
         start_recv_msg(c);
         return;
     }
-    /* Half-close from the client. */
+    /* No message: the client half-closed, or the call was cancelled (client
+     * cancel, deadline) - the C core reports both alike. A cancellation
+     * completes RECV_CLOSE_ON_SERVER in the same transport event, so an
+     * empty batch queued now comes back after it: only then is the end
+     * handler run, and only for a call that is still alive. */
+    pthread_mutex_lock(&c->mu);
+    start_batch_locked(c, NULL, 0, &c->t_half_close);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void handle_half_close(RpcCall *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int over = c->recv_close_done || c->finish_requested || c->done;
+    pthread_mutex_unlock(&c->mu);
+    if (over)
+        return;
+    const RpcMethod *m = c->reg->method;
     if (m->kind == RPC_KIND_CLIENT_STREAM) {
         ProtobufCMessage *resp = rpc_call_alloc(c, m->output->sizeof_message);
         protobuf_c_message_init(m->output, resp);
@@ -970,6 +989,12 @@ static void *worker_main(void *arg)
         case TAG_RECV_MSG: {
             RpcCall *c = tag->obj;
             handle_recv_msg(c, ev.success);
+            batch_completed(c);
+            break;
+        }
+        case TAG_HALF_CLOSE: {
+            RpcCall *c = tag->obj;
+            handle_half_close(c);
             batch_completed(c);
             break;
         }

@@ -27,16 +27,21 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-int nornd_spawn(NorndProc *p, const char *const *extra, const char *const *env)
+/* Starts nornd in p->dir (data, port file and log there); `log_flags`
+ * O_TRUNC for a fresh log, O_APPEND to keep what an earlier run wrote. */
+static int spawn_in_dir(NorndProc *p, const char *const *extra, const char *const *env,
+                        int log_flags)
 {
-    memset(p, 0, sizeof *p);
     const char *bin = getenv("NORND");
-    if (!bin || make_scratch_dir(p->dir, sizeof p->dir) != 0)
+    if (!bin)
         return -1;
     char data[300], port_file[300];
     snprintf(data, sizeof data, "%s/data", p->dir);
     snprintf(port_file, sizeof port_file, "%s/port", p->dir);
     snprintf(p->log_path, sizeof p->log_path, "%s/nornd.log", p->dir);
+    unlink(port_file); /* a previous run's port must not be mistaken for ours */
+    p->port = 0;
+    p->target[0] = '\0';
 
     const char *argv[64];
     int n = 0;
@@ -63,7 +68,7 @@ int nornd_spawn(NorndProc *p, const char *const *extra, const char *const *env)
 
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, p->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, p->log_path, O_WRONLY | O_CREAT | log_flags, 0600);
     int rc = posix_spawn(&p->pid, bin, &fa, NULL, (char *const *)argv, envp);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0)
@@ -91,6 +96,23 @@ int nornd_spawn(NorndProc *p, const char *const *extra, const char *const *env)
     waitpid(p->pid, NULL, 0);
     p->pid = 0;
     return -1;
+}
+
+int nornd_spawn(NorndProc *p, const char *const *extra, const char *const *env)
+{
+    memset(p, 0, sizeof *p);
+    if (!getenv("NORND") || make_scratch_dir(p->dir, sizeof p->dir) != 0)
+        return -1;
+    return spawn_in_dir(p, extra, env, O_TRUNC);
+}
+
+int nornd_restart(NorndProc *p, const char *const *extra, const char *const *env)
+{
+    if (p->pid > 0 && nornd_stop(p, SIGTERM) != 0)
+        return -1;
+    if (!p->dir[0])
+        return -1;
+    return spawn_in_dir(p, extra, env, O_APPEND);
 }
 
 int nornd_stop(NorndProc *p, int sig)

@@ -18,6 +18,12 @@ typedef struct NorndProc {
 /* Starts nornd with extra args (NULL-terminated) and env entries
  * ("KEY=VALUE", NULL-terminated, may be NULL). 0 when it listens. */
 int nornd_spawn(NorndProc *p, const char *const *extra_args, const char *const *env);
+/* Starts nornd again in the same scratch dir, so on the same data dir,
+ * after stopping it with SIGTERM if it still runs (-1 if that stop did not
+ * exit 0; stop it yourself first, e.g. with SIGKILL, to restart after a
+ * crash). It gets a new port (p->port, p->target); its log is appended to
+ * p->log_path. 0 when it listens. */
+int nornd_restart(NorndProc *p, const char *const *extra_args, const char *const *env);
 /* Sends `sig` and waits; returns the exit status (or 128+signal). */
 int nornd_stop(NorndProc *p, int sig);
 /* Runs a command line, returns its exit code; stdout goes to out (may be NULL). */
