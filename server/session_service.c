@@ -309,7 +309,7 @@ static void set_delta(StoreTxn *t, Norn__V1__DeltaKind kind, Norn__V1__Session *
     d.steps = steps;
     d.n_issues = n_issues;
     d.issues = issues;
-    store_txn_set_delta(t, &d);
+    store_txn_add_delta(t, &d);
 }
 
 static int commit(SessionService *ss, StoreTxn *t, OpError *e)

@@ -106,11 +106,6 @@ int key_audit(Key *k, uint64_t micros, uint64_t seq)
     return add_u64(k, micros) || add_u64(k, seq);
 }
 
-int key_audit_by_session(Key *k, const char *id, uint64_t micros, uint64_t seq)
-{
-    return key_session_prefix(k, id) || add_u64(k, micros) || add_u64(k, seq);
-}
-
 int key_revision(Key *k, uint64_t rev)
 {
     k->len = 0;

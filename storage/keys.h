@@ -12,7 +12,12 @@
  *   by_agent          agent 00 inv_micros(u64) id         -> ""
  *   by_swarm          swarm 00 inv_micros(u64) id         -> ""
  *   audit             micros(u64) seq(u64)                -> AuditEvent
- *   audit_by_session  id 00 micros(u64) seq(u64)          -> ""
+ *   audit_idx         kind name 00 micros(u64) seq(u64)  -> ""  (kind: s session,
+ *                     a agent, t event type, v severity)
+ *   sessions_by_agent_id  agent_id 00 inv_micros(u64) id  -> ""
+ *   swarms            swarm_id                            -> first member's start (u64)
+ *   swarms_by_time    inv_micros(u64) swarm_id            -> ""
+ *   agents            "a" id -> Agent; "n" source name    -> id
  *   revlog            revision(u64)                       -> SessionDelta
  *   meta              name                                -> value
  *
@@ -47,7 +52,6 @@ int key_by_time(Key *k, uint64_t micros, const char *id);
 int key_by_name(Key *k, const char *name, uint64_t micros, const char *id); /* agent, swarm */
 int key_name_prefix(Key *k, const char *name);                              /* name 00 */
 int key_audit(Key *k, uint64_t micros, uint64_t seq);
-int key_audit_by_session(Key *k, const char *id, uint64_t micros, uint64_t seq);
 int key_revision(Key *k, uint64_t rev);
 
 /* The exclusive upper bound of all keys starting with prefix (prefix with

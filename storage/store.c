@@ -32,11 +32,14 @@ enum {
     CF_BY_AGENT,
     CF_BY_SWARM,
     CF_AUDIT,
-    CF_AUDIT_BY_SESSION,
+    CF_AUDIT_IDX,
     CF_AGENTS,
     CF_RUNS,
     CF_REVLOG,
     CF_META,
+    CF_BY_AGENT_ID,
+    CF_SWARMS,
+    CF_SWARMS_BY_TIME,
     CF_COUNT
 };
 
@@ -50,11 +53,14 @@ static const char *const cf_names[CF_COUNT] = {
     "sessions_by_agent",
     "sessions_by_swarm",
     "audit",
-    "audit_by_session",
+    "audit_idx",
     "agents",
     "runs",
     "revlog",
     "meta",
+    "sessions_by_agent_id",
+    "swarms",
+    "swarms_by_time",
 };
 
 #define META_REVISION "revision"
@@ -93,7 +99,9 @@ struct StoreTxn {
     uint64_t now_micros;
     StoreCounters counters;
     int failed;
-    int has_delta; /* only changes readers can watch consume a revision */
+    uint64_t n_deltas; /* revisions this transaction consumes */
+    char **deleted;    /* sessions deleted in this transaction */
+    size_t n_deleted;
 };
 
 void store_options_init(StoreOptions *o)
@@ -576,33 +584,89 @@ int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, voi
     return rc;
 }
 
-int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, size_t resume_len,
-                     size_t max_scan, StoreAuditVisit visit, void *arg, int *more)
+/* audit_idx keys: kind ‖ name 00 ‖ micros ‖ seq. */
+static int audit_idx_key(Key *k, char kind, const char *name, uint64_t micros, uint64_t seq)
 {
-    /* Newest first: walk the time-ordered family backwards. With a session
-     * filter the per-session index gives the keys. */
-    RangeIter r;
+    k->len = 0;
+    if (strlen(name) + 19 > KEY_MAX)
+        return -1;
+    k->b[k->len++] = (uint8_t)kind;
+    size_t n = strlen(name) + 1;
+    memcpy(k->b + k->len, name, n);
+    k->len += n;
+    key_put_u64(k->b + k->len, micros);
+    key_put_u64(k->b + k->len + 8, seq);
+    k->len += 16;
+    return 0;
+}
+
+static size_t audit_idx_prefix(Key *k, char kind, const char *name)
+{
+    audit_idx_key(k, kind, name, 0, 0);
+    k->len -= 16;
+    return k->len;
+}
+
+/* The index rows of one event: session, agent, type, severity. */
+static int audit_idx_keys(const Norn__V1__AuditEvent *ev, uint64_t micros, uint64_t seq,
+                          Key keys[4], size_t *n)
+{
+    char type[8], sev[8];
+    snprintf(type, sizeof type, "%d", (int)ev->event_type);
+    snprintf(sev, sizeof sev, "%d", (int)ev->severity);
+    *n = 0;
+    if (ev->session_id && *ev->session_id &&
+        audit_idx_key(&keys[(*n)++], STORE_AUDIT_BY_SESSION, ev->session_id, micros, seq))
+        return -1;
+    if (ev->agent_name && *ev->agent_name &&
+        audit_idx_key(&keys[(*n)++], STORE_AUDIT_BY_AGENT, ev->agent_name, micros, seq))
+        return -1;
+    if (audit_idx_key(&keys[(*n)++], STORE_AUDIT_BY_TYPE, type, micros, seq) ||
+        audit_idx_key(&keys[(*n)++], STORE_AUDIT_BY_SEVERITY, sev, micros, seq))
+        return -1;
+    return 0;
+}
+
+int store_audit_get(Store *s, const uint8_t key[16], Norn__V1__AuditEvent **out)
+{
+    Key k = {.len = 16};
+    memcpy(k.b, key, 16);
+    return get_message(s, CF_AUDIT, &k, &norn__v1__audit_event__descriptor,
+                       (ProtobufCMessage **)out);
+}
+
+int store_audit_scan(Store *s, const StoreAuditQuery *q, StoreAuditVisit visit, void *arg,
+                     uint8_t last[16], int *more)
+{
+    /* Newest first: walk backwards between the time bounds, in the audit
+     * family itself or in one index of audit_idx. */
     Key prefix = {.len = 0};
-    size_t plen = 0;
     int cf = CF_AUDIT;
-    if (session_id) {
-        if (key_session_prefix(&prefix, session_id))
+    if (q->index != STORE_AUDIT_BY_TIME) {
+        cf = CF_AUDIT_IDX;
+        if (!q->name || strlen(q->name) + 19 > KEY_MAX)
             return NORN_ERR_INVALID;
-        plen = prefix.len;
-        cf = CF_AUDIT_BY_SESSION;
-        Key end;
-        range_open(s, cf, &r, &prefix, key_prefix_end(&prefix, &end) == 0 ? &end : NULL);
-    } else {
-        range_open(s, cf, &r, NULL, NULL);
+        audit_idx_prefix(&prefix, (char)q->index, q->name);
     }
-    if (resume && resume_len) {
+    size_t plen = prefix.len;
+    Key lo = prefix, hi = prefix;
+    key_put_u64(lo.b + plen, q->after_micros);
+    lo.len = plen + 8;
+    int has_hi = 1;
+    if (q->before_micros) {
+        key_put_u64(hi.b + plen, q->before_micros);
+        hi.len = plen + 8;
+    } else if (plen) {
+        has_hi = key_prefix_end(&prefix, &hi) == 0;
+    } else {
+        has_hi = 0;
+    }
+    RangeIter r;
+    range_open(s, cf, &r, &lo, has_hi ? &hi : NULL);
+    if (q->resume) {
         Key k = prefix;
-        if (plen + resume_len > KEY_MAX) {
-            range_close(&r);
-            return NORN_ERR_INVALID;
-        }
-        memcpy(k.b + plen, resume, resume_len);
-        k.len = plen + resume_len;
+        memcpy(k.b + plen, q->resume, 16);
+        k.len = plen + 16;
         rocksdb_iter_seek_for_prev(r.it, (const char *)k.b, k.len);
         size_t klen;
         if (rocksdb_iter_valid(r.it)) {
@@ -617,21 +681,19 @@ int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, si
     int rc = NORN_OK;
     *more = 0;
     for (; rocksdb_iter_valid(r.it); rocksdb_iter_prev(r.it)) {
-        if (scanned++ == max_scan) {
+        if (scanned++ == q->max_scan) {
             *more = 1;
             break;
         }
-        size_t klen, vlen;
+        size_t klen;
         const char *key = rocksdb_iter_key(r.it, &klen);
-        Norn__V1__AuditEvent *ev = NULL;
-        const uint8_t *tkey = (const uint8_t *)key + plen; /* micros ‖ seq */
         if (klen != plen + 16)
             continue;
-        if (session_id) {
-            Key ak = {.len = 16};
-            memcpy(ak.b, tkey, 16);
-            int g = get_message(s, CF_AUDIT, &ak, &norn__v1__audit_event__descriptor,
-                                (ProtobufCMessage **)&ev);
+        const uint8_t *tkey = (const uint8_t *)key + plen; /* micros ‖ seq */
+        memcpy(last, tkey, 16);
+        Norn__V1__AuditEvent *ev = NULL;
+        if (cf == CF_AUDIT_IDX) {
+            int g = store_audit_get(s, tkey, &ev);
             if (g == NORN_ERR_NOT_FOUND)
                 continue;
             if (g != NORN_OK) {
@@ -639,6 +701,7 @@ int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, si
                 break;
             }
         } else {
+            size_t vlen;
             const char *v = rocksdb_iter_value(r.it, &vlen);
             ev = norn__v1__audit_event__unpack(NULL, vlen, (const uint8_t *)v);
             if (!ev) {
@@ -646,7 +709,7 @@ int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, si
                 break;
             }
         }
-        if (!visit(arg, ev, tkey, 16)) {
+        if (!visit(arg, ev, tkey)) {
             rocksdb_iter_prev(r.it);
             *more = rocksdb_iter_valid(r.it);
             break;
@@ -654,6 +717,158 @@ int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, si
     }
     range_close(&r);
     return rc;
+}
+
+/* agents: "a" id -> Agent; "n" source-byte name -> id. */
+static int agent_key(Key *k, const char *id)
+{
+    k->len = 0;
+    k->b[k->len++] = 'a';
+    size_t n = strlen(id);
+    if (n + 1 > KEY_MAX)
+        return -1;
+    memcpy(k->b + 1, id, n);
+    k->len += n;
+    return 0;
+}
+
+static int agent_name_key(Key *k, int source, const char *name)
+{
+    k->len = 0;
+    size_t n = strlen(name);
+    if (n + 2 > KEY_MAX)
+        return -1;
+    k->b[k->len++] = 'n';
+    k->b[k->len++] = (uint8_t)source;
+    memcpy(k->b + 2, name, n);
+    k->len += n;
+    return 0;
+}
+
+int store_agent_get(Store *s, const char *agent_id, Norn__V1__Agent **out)
+{
+    Key k;
+    if (agent_key(&k, agent_id))
+        return NORN_ERR_INVALID;
+    return get_message(s, CF_AGENTS, &k, &norn__v1__agent__descriptor, (ProtobufCMessage **)out);
+}
+
+int store_agent_by_name(Store *s, int source, const char *name, char *id, size_t cap)
+{
+    Key k;
+    if (agent_name_key(&k, source, name))
+        return NORN_ERR_INVALID;
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(s, CF_AGENTS, &k, &len, &err);
+    if (err) {
+        rocksdb_free(err);
+        return NORN_ERR_STORAGE;
+    }
+    if (!v)
+        return NORN_ERR_NOT_FOUND;
+    int rc = len < cap ? NORN_OK : NORN_ERR_STORAGE;
+    if (rc == NORN_OK) {
+        memcpy(id, v, len);
+        id[len] = '\0';
+    }
+    rocksdb_free(v);
+    return rc;
+}
+
+int store_agents_scan(Store *s, const char *after, size_t max, StoreAgentVisit visit, void *arg,
+                      int *more)
+{
+    Key lo, hi;
+    agent_key(&lo, "");
+    hi = lo;
+    hi.b[0] = 'b';
+    RangeIter r;
+    range_open(s, CF_AGENTS, &r, &lo, &hi);
+    if (after && *after) {
+        Key k;
+        if (agent_key(&k, after)) {
+            range_close(&r);
+            return NORN_ERR_INVALID;
+        }
+        rocksdb_iter_seek(r.it, (const char *)k.b, k.len);
+        size_t klen;
+        if (rocksdb_iter_valid(r.it)) {
+            const char *key = rocksdb_iter_key(r.it, &klen);
+            if (klen == k.len && memcmp(key, k.b, klen) == 0)
+                rocksdb_iter_next(r.it);
+        }
+    } else {
+        rocksdb_iter_seek_to_first(r.it);
+    }
+    int rc = NORN_OK;
+    size_t n = 0;
+    *more = 0;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        if (n == max) {
+            *more = 1;
+            break;
+        }
+        size_t vlen;
+        const char *v = rocksdb_iter_value(r.it, &vlen);
+        Norn__V1__Agent *a = norn__v1__agent__unpack(NULL, vlen, (const uint8_t *)v);
+        if (!a) {
+            rc = NORN_ERR_STORAGE;
+            break;
+        }
+        n++;
+        if (!visit(arg, a)) {
+            rocksdb_iter_next(r.it);
+            *more = rocksdb_iter_valid(r.it);
+            break;
+        }
+    }
+    range_close(&r);
+    return rc;
+}
+
+int store_swarms_scan(Store *s, const uint8_t *resume, size_t resume_len, size_t max,
+                      StoreSwarmVisit visit, void *arg, uint8_t *last, size_t *last_len, int *more)
+{
+    RangeIter r;
+    range_open(s, CF_SWARMS_BY_TIME, &r, NULL, NULL);
+    if (resume && resume_len && resume_len <= KEY_MAX) {
+        rocksdb_iter_seek(r.it, (const char *)resume, resume_len);
+        size_t klen;
+        if (rocksdb_iter_valid(r.it)) {
+            const char *key = rocksdb_iter_key(r.it, &klen);
+            if (klen == resume_len && memcmp(key, resume, klen) == 0)
+                rocksdb_iter_next(r.it);
+        }
+    } else {
+        rocksdb_iter_seek_to_first(r.it);
+    }
+    size_t n = 0;
+    *more = 0;
+    *last_len = 0;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        if (n == max) {
+            *more = 1;
+            break;
+        }
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        char id[200];
+        if (klen <= 8 || klen - 8 >= sizeof id)
+            continue;
+        memcpy(id, key + 8, klen - 8);
+        id[klen - 8] = '\0';
+        memcpy(last, key, klen);
+        *last_len = klen;
+        n++;
+        if (!visit(arg, id)) {
+            rocksdb_iter_next(r.it);
+            *more = rocksdb_iter_valid(r.it);
+            break;
+        }
+    }
+    range_close(&r);
+    return NORN_OK;
 }
 
 int store_revlog_scan(Store *s, uint64_t from, size_t max, StoreDeltaVisit visit, void *arg)
@@ -734,6 +949,25 @@ uint64_t store_txn_now_micros(const StoreTxn *t)
     return t->now_micros;
 }
 
+static void txn_note_deleted(StoreTxn *t, const char *id)
+{
+    char **d = realloc(t->deleted, (t->n_deleted + 1) * sizeof *d);
+    if (!d) {
+        t->failed = 1;
+        return;
+    }
+    t->deleted = d;
+    d[t->n_deleted++] = strdup(id);
+}
+
+static int txn_deleted(const StoreTxn *t, const char *id)
+{
+    for (size_t i = 0; i < t->n_deleted; i++)
+        if (t->deleted[i] && strcmp(t->deleted[i], id) == 0)
+            return 1;
+    return 0;
+}
+
 static void put_key(StoreTxn *t, int cf, const Key *k, const void *v, size_t vlen)
 {
     rocksdb_writebatch_put_cf(t->wb, t->s->cf[cf], (const char *)k->b, k->len, v, vlen);
@@ -760,21 +994,107 @@ static int put_message(StoreTxn *t, int cf, const Key *k, const ProtobufCMessage
     return NORN_OK;
 }
 
-static int index_keys(const Norn__V1__Session *s, Key *time_k, Key *agent_k, Key *swarm_k)
+/* The index rows of a session: by time, agent name, agent id, swarm. A
+ * missing agent id or swarm gives an empty key (no row). */
+typedef struct SessionIdx {
+    Key time, agent, agent_id, swarm;
+} SessionIdx;
+
+static int index_keys(const Norn__V1__Session *s, SessionIdx *x)
 {
     uint64_t us = store_ts_micros(s->started_at);
-    int rc = key_by_time(time_k, us, s->session_id) ||
-             key_by_name(agent_k, s->agent_name, us, s->session_id);
-    swarm_k->len = 0;
-    if (!rc && s->swarm_id && *s->swarm_id)
-        rc = key_by_name(swarm_k, s->swarm_id, us, s->session_id);
-    return rc;
+    x->agent_id.len = x->swarm.len = 0;
+    if (key_by_time(&x->time, us, s->session_id) ||
+        key_by_name(&x->agent, s->agent_name, us, s->session_id))
+        return -1;
+    if (s->agent_id && *s->agent_id && key_by_name(&x->agent_id, s->agent_id, us, s->session_id))
+        return -1;
+    if (s->swarm_id && *s->swarm_id && key_by_name(&x->swarm, s->swarm_id, us, s->session_id))
+        return -1;
+    return 0;
+}
+
+static int same_key(const Key *a, const Key *b)
+{
+    return a->len == b->len && memcmp(a->b, b->b, a->len) == 0;
+}
+
+static void replace_row(StoreTxn *t, int cf, const Key *old, const Key *now)
+{
+    if (old->len && !same_key(old, now))
+        del_key(t, cf, old);
+    if (now->len)
+        put_key(t, cf, now, "", 0);
+}
+
+/* A swarm exists while it has members: the first member that names it
+ * records the swarm with its start time (swarms, swarms_by_time). */
+static void swarm_note_member(StoreTxn *t, const Norn__V1__Session *s)
+{
+    if (!s->swarm_id || !*s->swarm_id)
+        return;
+    Key k;
+    if (key_session(&k, s->swarm_id))
+        return;
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(t->s, CF_SWARMS, &k, &len, &err);
+    rocksdb_free(err);
+    if (v) {
+        rocksdb_free(v);
+        return;
+    }
+    uint64_t us = store_ts_micros(s->started_at);
+    uint8_t b[8];
+    key_put_u64(b, us);
+    put_key(t, CF_SWARMS, &k, b, 8);
+    Key tk;
+    if (key_by_time(&tk, us, s->swarm_id) == 0)
+        put_key(t, CF_SWARMS_BY_TIME, &tk, "", 0);
+}
+
+/* Drops the swarm record when `gone` was its last member. */
+static void swarm_forget_member(StoreTxn *t, const Norn__V1__Session *gone)
+{
+    if (!gone->swarm_id || !*gone->swarm_id)
+        return;
+    Key prefix;
+    if (key_name_prefix(&prefix, gone->swarm_id))
+        return;
+    RangeIter r;
+    prefix_range(t->s, CF_BY_SWARM, &r, &prefix);
+    int others = 0;
+    for (; rocksdb_iter_valid(r.it) && !others; rocksdb_iter_next(r.it)) {
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        char id[200];
+        if (key_index_session_id((const uint8_t *)key, klen, prefix.len, id, sizeof id) > 0 &&
+            strcmp(id, gone->session_id) != 0 && !txn_deleted(t, id))
+            others = 1;
+    }
+    range_close(&r);
+    if (others)
+        return;
+    Key k;
+    key_session(&k, gone->swarm_id);
+    size_t len = 0;
+    char *err = NULL;
+    char *v = get_raw(t->s, CF_SWARMS, &k, &len, &err);
+    rocksdb_free(err);
+    if (v && len == 8) {
+        Key tk;
+        if (key_by_time(&tk, key_get_u64((const uint8_t *)v), gone->swarm_id) == 0)
+            del_key(t, CF_SWARMS_BY_TIME, &tk);
+    }
+    rocksdb_free(v);
+    del_key(t, CF_SWARMS, &k);
 }
 
 int store_txn_put_session(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__Session *prev)
 {
-    Key k, tk, ak, sk;
-    if (key_session(&k, s->session_id) || index_keys(s, &tk, &ak, &sk)) {
+    Key k;
+    SessionIdx now, old;
+    if (key_session(&k, s->session_id) || index_keys(s, &now)) {
         t->failed = 1;
         return NORN_ERR_INVALID;
     }
@@ -786,21 +1106,14 @@ int store_txn_put_session(StoreTxn *t, const Norn__V1__Session *s, const Norn__V
     int rc = put_message(t, CF_SESSIONS, &k, &summary.base);
     if (rc)
         return rc;
-    if (prev) {
-        Key ptk, pak, psk;
-        if (index_keys(prev, &ptk, &pak, &psk) == 0) {
-            if (ptk.len != tk.len || memcmp(ptk.b, tk.b, tk.len))
-                del_key(t, CF_BY_TIME, &ptk);
-            if (pak.len != ak.len || memcmp(pak.b, ak.b, ak.len))
-                del_key(t, CF_BY_AGENT, &pak);
-            if (psk.len && (psk.len != sk.len || memcmp(psk.b, sk.b, sk.len)))
-                del_key(t, CF_BY_SWARM, &psk);
-        }
-    }
-    put_key(t, CF_BY_TIME, &tk, "", 0);
-    put_key(t, CF_BY_AGENT, &ak, "", 0);
-    if (sk.len)
-        put_key(t, CF_BY_SWARM, &sk, "", 0);
+    Key none = {.len = 0};
+    if (!prev || index_keys(prev, &old) != 0)
+        old.time = old.agent = old.agent_id = old.swarm = none;
+    replace_row(t, CF_BY_TIME, &old.time, &now.time);
+    replace_row(t, CF_BY_AGENT, &old.agent, &now.agent);
+    replace_row(t, CF_BY_AGENT_ID, &old.agent_id, &now.agent_id);
+    replace_row(t, CF_BY_SWARM, &old.swarm, &now.swarm);
+    swarm_note_member(t, s);
     return NORN_OK;
 }
 
@@ -843,35 +1156,53 @@ int store_txn_add_audit(StoreTxn *t, Norn__V1__AuditEvent *ev)
     if (!us)
         us = t->now_micros;
     uint64_t seq = ++t->audit_seq;
-    Key k, sk;
+    Key k, idx[4];
+    size_t n_idx;
     key_audit(&k, us, seq);
+    if (audit_idx_keys(ev, us, seq, idx, &n_idx)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
     char idbuf[48];
     char *saved = ev->event_id;
-    if (!ev->event_id || !*ev->event_id) {
-        /* The id is the key itself, so delete-by-id needs no other index. */
-        token_encode(k.b, k.len, idbuf, sizeof idbuf);
-        ev->event_id = idbuf;
-    }
+    /* The id is the key itself, so delete-by-id needs no other index. */
+    token_encode(k.b, k.len, idbuf, sizeof idbuf);
+    ev->event_id = idbuf;
     int rc = put_message(t, CF_AUDIT, &k, &ev->base);
     ev->event_id = saved;
     if (rc)
         return rc;
-    if (ev->session_id && *ev->session_id) {
-        if (key_audit_by_session(&sk, ev->session_id, us, seq)) {
-            t->failed = 1;
-            return NORN_ERR_INVALID;
-        }
-        put_key(t, CF_AUDIT_BY_SESSION, &sk, "", 0);
-    }
+    for (size_t i = 0; i < n_idx; i++)
+        put_key(t, CF_AUDIT_IDX, &idx[i], "", 0);
     t->counters.audit_events++;
     return NORN_OK;
 }
 
-int store_txn_set_delta(StoreTxn *t, const Norn__V1__SessionDelta *d)
+int store_txn_delete_audit(StoreTxn *t, const uint8_t key[16])
+{
+    Norn__V1__AuditEvent *ev = NULL;
+    int rc = store_audit_get(t->s, key, &ev);
+    if (rc != NORN_OK)
+        return rc;
+    Key k = {.len = 16}, idx[4];
+    size_t n_idx = 0;
+    memcpy(k.b, key, 16);
+    if (audit_idx_keys(ev, key_get_u64(key), key_get_u64(key + 8), idx, &n_idx) == 0)
+        for (size_t i = 0; i < n_idx; i++)
+            del_key(t, CF_AUDIT_IDX, &idx[i]);
+    norn__v1__audit_event__free_unpacked(ev, NULL);
+    del_key(t, CF_AUDIT, &k);
+    if (t->counters.audit_events)
+        t->counters.audit_events--;
+    return NORN_OK;
+}
+
+int store_txn_add_delta(StoreTxn *t, Norn__V1__SessionDelta *d)
 {
     Key k;
-    t->has_delta = 1;
-    key_revision(&k, t->revision);
+    d->revision = t->revision + t->n_deltas;
+    key_revision(&k, d->revision);
+    t->n_deltas++;
     return put_message(t, CF_REVLOG, &k, &d->base);
 }
 
@@ -880,6 +1211,29 @@ int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c)
     Key k;
     key_session(&k, META_CONFIG);
     return put_message(t, CF_META, &k, &c->base);
+}
+
+int store_txn_put_agent(StoreTxn *t, const Norn__V1__Agent *a)
+{
+    Key k, nk;
+    if (agent_key(&k, a->agent_id) || agent_name_key(&nk, (int)a->source, a->name)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    put_key(t, CF_AGENTS, &nk, a->agent_id, strlen(a->agent_id));
+    return put_message(t, CF_AGENTS, &k, &a->base);
+}
+
+int store_txn_delete_agent(StoreTxn *t, const Norn__V1__Agent *a)
+{
+    Key k, nk;
+    if (agent_key(&k, a->agent_id) || agent_name_key(&nk, (int)a->source, a->name)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    del_key(t, CF_AGENTS, &k);
+    del_key(t, CF_AGENTS, &nk);
+    return NORN_OK;
 }
 
 int store_txn_trim_revlog(StoreTxn *t, uint64_t keep_from)
@@ -903,37 +1257,38 @@ static void delete_prefix(StoreTxn *t, int cf, const Key *prefix)
 
 int store_txn_delete_session(StoreTxn *t, const Norn__V1__Session *s)
 {
-    Key k, tk, ak, sk, prefix;
-    if (key_session(&k, s->session_id) || index_keys(s, &tk, &ak, &sk) ||
+    Key k, prefix;
+    SessionIdx x;
+    if (key_session(&k, s->session_id) || index_keys(s, &x) ||
         key_session_prefix(&prefix, s->session_id)) {
         t->failed = 1;
         return NORN_ERR_INVALID;
     }
+    txn_note_deleted(t, s->session_id);
     del_key(t, CF_SESSIONS, &k);
-    del_key(t, CF_BY_TIME, &tk);
-    del_key(t, CF_BY_AGENT, &ak);
-    if (sk.len)
-        del_key(t, CF_BY_SWARM, &sk);
+    del_key(t, CF_BY_TIME, &x.time);
+    del_key(t, CF_BY_AGENT, &x.agent);
+    if (x.agent_id.len)
+        del_key(t, CF_BY_AGENT_ID, &x.agent_id);
+    if (x.swarm.len)
+        del_key(t, CF_BY_SWARM, &x.swarm);
     delete_prefix(t, CF_STEPS, &prefix);
     delete_prefix(t, CF_TOOL_USES, &prefix);
     delete_prefix(t, CF_ISSUES, &prefix);
 
     /* Audit rows live in time order; the per-session index names them. */
+    Key aprefix;
+    audit_idx_prefix(&aprefix, STORE_AUDIT_BY_SESSION, s->session_id);
     RangeIter r;
-    prefix_range(t->s, CF_AUDIT_BY_SESSION, &r, &prefix);
+    prefix_range(t->s, CF_AUDIT_IDX, &r, &aprefix);
     for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
         size_t klen;
         const char *key = rocksdb_iter_key(r.it, &klen);
-        if (klen != prefix.len + 16)
-            continue;
-        Key ak2 = {.len = 16};
-        memcpy(ak2.b, key + prefix.len, 16);
-        del_key(t, CF_AUDIT, &ak2);
-        if (t->counters.audit_events)
-            t->counters.audit_events--;
+        if (klen == aprefix.len + 16)
+            store_txn_delete_audit(t, (const uint8_t *)key + aprefix.len);
     }
     range_close(&r);
-    delete_prefix(t, CF_AUDIT_BY_SESSION, &prefix);
+    swarm_forget_member(t, s);
     return NORN_OK;
 }
 
@@ -948,6 +1303,9 @@ static void put_u64_meta(StoreTxn *t, const char *name, uint64_t v)
 
 static void release(StoreTxn *t)
 {
+    for (size_t i = 0; i < t->n_deleted; i++)
+        free(t->deleted[i]);
+    free(t->deleted);
     rocksdb_writebatch_destroy(t->wb);
     pthread_mutex_unlock(&t->s->write_mu);
     free(t);
@@ -961,8 +1319,9 @@ int store_txn_commit(StoreTxn *t, char *err, size_t errlen)
         return NORN_ERR_INTERNAL;
     }
     Store *s = t->s;
-    if (t->has_delta)
-        put_u64_meta(t, META_REVISION, t->revision);
+    uint64_t last = t->revision + t->n_deltas - 1;
+    if (t->n_deltas)
+        put_u64_meta(t, META_REVISION, last);
     put_u64_meta(t, META_AUDIT_SEQ, t->audit_seq);
     uint8_t cbuf[COUNTER_WORDS * 8];
     const uint64_t *c = (const uint64_t *)&t->counters;
@@ -981,8 +1340,8 @@ int store_txn_commit(StoreTxn *t, char *err, size_t errlen)
         return NORN_ERR_STORAGE;
     }
     pthread_mutex_lock(&s->state_mu);
-    if (t->has_delta)
-        s->revision = t->revision;
+    if (t->n_deltas)
+        s->revision = last;
     s->audit_seq = t->audit_seq;
     s->counters = t->counters;
     pthread_mutex_unlock(&s->state_mu);

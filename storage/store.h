@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "norn/v1/agent_service.pb-c.h"
 #include "norn/v1/audit_service.pb-c.h"
 #include "norn/v1/common.pb-c.h"
 #include "norn/v1/config_service.pb-c.h"
@@ -90,7 +91,12 @@ void store_free_steps(Norn__V1__Step **steps, size_t n);
 void store_free_issues(Norn__V1__Issue **issues, size_t n);
 
 /* Session listing through one index, newest first. */
-typedef enum StoreIndex { STORE_BY_TIME = 1, STORE_BY_AGENT = 2, STORE_BY_SWARM = 3 } StoreIndex;
+typedef enum StoreIndex {
+    STORE_BY_TIME = 1,
+    STORE_BY_AGENT = 2, /* by agent name */
+    STORE_BY_SWARM = 3,
+    STORE_BY_AGENT_ID = 4,
+} StoreIndex;
 
 typedef struct StoreListQuery {
     StoreIndex index;
@@ -110,11 +116,45 @@ typedef int (*StoreVisit)(void *arg, Norn__V1__Session *session);
 int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, void *arg,
                         uint8_t *last, size_t *last_len, int *more);
 
-/* Audit events newest first (by time), optionally of one session only. */
-typedef int (*StoreAuditVisit)(void *arg, Norn__V1__AuditEvent *ev, const uint8_t *key,
-                               size_t key_len);
-int store_audit_scan(Store *s, const char *session_id, const uint8_t *resume, size_t resume_len,
-                     size_t max_scan, StoreAuditVisit visit, void *arg, int *more);
+/* Audit events, newest first, through the time-ordered family or one of
+ * its indexes (session, agent name, event type, severity), between two
+ * times. `last` receives the key (micros ‖ seq, 16 bytes) of the last event
+ * examined, to resume after. */
+typedef enum StoreAuditIndex {
+    STORE_AUDIT_BY_TIME = 0,
+    STORE_AUDIT_BY_SESSION = 's',
+    STORE_AUDIT_BY_AGENT = 'a',
+    STORE_AUDIT_BY_TYPE = 't',     /* name: the AuditEventType number in decimal */
+    STORE_AUDIT_BY_SEVERITY = 'v', /* name: the AuditSeverity number in decimal */
+} StoreAuditIndex;
+
+typedef struct StoreAuditQuery {
+    StoreAuditIndex index;
+    const char *name;
+    uint64_t after_micros;  /* inclusive; 0 = no bound */
+    uint64_t before_micros; /* exclusive; 0 = no bound */
+    const uint8_t *resume;  /* 16-byte key to continue after, or NULL */
+    size_t max_scan;
+} StoreAuditQuery;
+
+typedef int (*StoreAuditVisit)(void *arg, Norn__V1__AuditEvent *ev, const uint8_t key[16]);
+int store_audit_scan(Store *s, const StoreAuditQuery *q, StoreAuditVisit visit, void *arg,
+                     uint8_t last[16], int *more);
+int store_audit_get(Store *s, const uint8_t key[16], Norn__V1__AuditEvent **out);
+
+/* Agents, in id order from `after` (exclusive; NULL = first). */
+int store_agent_get(Store *s, const char *agent_id, Norn__V1__Agent **out);
+/* The id of the agent registered under (source, name), if any. */
+int store_agent_by_name(Store *s, int source, const char *name, char *id, size_t cap);
+typedef int (*StoreAgentVisit)(void *arg, Norn__V1__Agent *a);
+int store_agents_scan(Store *s, const char *after, size_t max, StoreAgentVisit visit, void *arg,
+                      int *more);
+
+/* Swarms, newest first (by their first member's start). `last` holds the
+ * index key to resume after. */
+typedef int (*StoreSwarmVisit)(void *arg, const char *swarm_id);
+int store_swarms_scan(Store *s, const uint8_t *resume, size_t resume_len, size_t max,
+                      StoreSwarmVisit visit, void *arg, uint8_t *last, size_t *last_len, int *more);
 
 /* Revision log entries from `from` (inclusive), in order. */
 typedef int (*StoreDeltaVisit)(void *arg, Norn__V1__SessionDelta *d);
@@ -145,12 +185,17 @@ int store_txn_put_tool_use(StoreTxn *t, const char *id, const char *tool_use_id,
 int store_txn_put_issue(StoreTxn *t, const char *id, uint32_t seq, const Norn__V1__Issue *issue);
 /* Appends an audit event (its event_id is set from time and sequence when empty). */
 int store_txn_add_audit(StoreTxn *t, Norn__V1__AuditEvent *ev);
-/* The revision-log entry of this transaction (at most one per revision). */
-int store_txn_set_delta(StoreTxn *t, const Norn__V1__SessionDelta *d);
+/* Adds a revision-log entry: it gets the next revision of this transaction
+ * (store_txn_revision() for the first), which is written into d->revision. */
+int store_txn_add_delta(StoreTxn *t, Norn__V1__SessionDelta *d);
 /* Removes a session with its steps, tool-use index, issues, audit rows and
  * index rows. */
 int store_txn_delete_session(StoreTxn *t, const Norn__V1__Session *s);
 int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c);
+/* Deletes one audit event and its index rows. */
+int store_txn_delete_audit(StoreTxn *t, const uint8_t key[16]);
+int store_txn_put_agent(StoreTxn *t, const Norn__V1__Agent *a);
+int store_txn_delete_agent(StoreTxn *t, const Norn__V1__Agent *a);
 /* Drops revision-log entries older than `keep_from`. */
 int store_txn_trim_revlog(StoreTxn *t, uint64_t keep_from);
 
