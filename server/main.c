@@ -39,6 +39,9 @@ static void usage(FILE *out)
           "                           (NORN_DRAIN_GRACE_MS, default 10000)\n"
           "  --sync-writes            fsync every commit: survives power loss, not only\n"
           "                           process crashes (NORN_SYNC_WRITES=1)\n"
+          "  --retention-interval-ms N  how often sessions and audit events older than the\n"
+          "                           log_retention_days setting are removed\n"
+          "                           (NORN_RETENTION_INTERVAL_MS, default 600000)\n"
           "  --port-file FILE         write the bound port here once listening\n"
           "  -h, --help               this text\n"
           "\n"
@@ -91,6 +94,7 @@ enum {
     OPT_GRACE,
     OPT_PORT_FILE,
     OPT_SYNC_WRITES,
+    OPT_RETENTION,
 };
 
 int main(int argc, char **argv)
@@ -104,6 +108,7 @@ int main(int argc, char **argv)
     const char *max_msg = getenv("NORN_MAX_MESSAGE_BYTES");
     const char *max_age = getenv("NORN_MAX_CONNECTION_AGE_MS");
     const char *grace = getenv("NORN_DRAIN_GRACE_MS"), *port_file = NULL;
+    const char *retention = getenv("NORN_RETENTION_INTERVAL_MS");
 
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -119,6 +124,7 @@ int main(int argc, char **argv)
         {"drain-grace-ms", required_argument, NULL, OPT_GRACE},
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
         {"sync-writes", no_argument, NULL, OPT_SYNC_WRITES},
+        {"retention-interval-ms", required_argument, NULL, OPT_RETENTION},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -138,6 +144,7 @@ int main(int argc, char **argv)
         case OPT_GRACE: grace = optarg; break;
         case OPT_PORT_FILE: port_file = optarg; break;
         case OPT_SYNC_WRITES: cfg.sync_writes = 1; break;
+        case OPT_RETENTION: retention = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -182,6 +189,11 @@ int main(int argc, char **argv)
         if (parse_long("--drain-grace-ms", grace, 0, 3600000, &v))
             return 2;
         cfg.drain_grace_ms = v;
+    }
+    if (retention) {
+        if (parse_long("--retention-interval-ms", retention, 100, 86400000LL * 7, &v))
+            return 2;
+        cfg.retention_interval_ms = v;
     }
     char *api_key = NULL, *cert = NULL, *key = NULL, *ca = NULL;
     if (key_file) {

@@ -22,6 +22,8 @@
 #include "norn/v1/stats_service.grpc-c.h"
 #include "norn/v1/swarm_service.grpc-c.h"
 #include "reflection.h"
+#include "registry_service.h"
+#include "retention.h"
 #include "session_service.h"
 #include "store.h"
 #include "watch.h"
@@ -33,6 +35,8 @@ struct Nornd {
     SessionService *sessions;
     WatchHub *watch;
     AdminService *admin;
+    Registry *registry;
+    Retention *retention;
     Health *health;
     Reflection *reflection;
     int64_t drain_grace_ms;
@@ -40,9 +44,6 @@ struct Nornd {
 
 /* Services whose RPCs are not written yet: an empty handler table answers
  * every method with UNIMPLEMENTED. */
-static const Norn__V1__AgentService_Handlers agent_handlers;
-static const Norn__V1__SwarmService_Handlers swarm_handlers;
-static const Norn__V1__AuditService_Handlers audit_handlers;
 
 void nornd_config_init(NorndConfig *c)
 {
@@ -98,6 +99,7 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     session_service_on_commit(d->sessions, watch_hub_publish, d->watch);
     session_service_set_watch(d->sessions, d->watch);
     d->admin = admin_service_new(d->store, d->config);
+    d->registry = registry_new(d->store, d->config, d->sessions);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -116,11 +118,8 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
         &norn__v1__config_service__rpc,  &norn__v1__stats_service__rpc,
     };
     int rc = session_service_register(d->sessions, d->srv) |
-             norn__v1__agent_service__serve(d->srv, &agent_handlers, d) |
-             norn__v1__swarm_service__serve(d->srv, &swarm_handlers, d) |
-             norn__v1__audit_service__serve(d->srv, &audit_handlers, d) |
-             admin_service_register(d->admin, d->srv) | health_register(d->health, d->srv) |
-             reflection_register(d->reflection, d->srv);
+             registry_register(d->registry, d->srv) | admin_service_register(d->admin, d->srv) |
+             health_register(d->health, d->srv) | reflection_register(d->reflection, d->srv);
     if (rc != 0) {
         snprintf(err, errlen, "cannot register services");
         nornd_free(d);
@@ -138,6 +137,7 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
         nornd_free(d);
         return NULL;
     }
+    d->retention = retention_start(d->store, d->config, d->sessions, c->retention_interval_ms);
     return d;
 }
 
@@ -157,10 +157,12 @@ void nornd_free(Nornd *d)
 {
     if (!d)
         return;
+    retention_stop(d->retention);
     rpc_server_destroy(d->srv);
     watch_hub_free(d->watch);
     session_service_free(d->sessions);
     admin_service_free(d->admin);
+    registry_free(d->registry);
     config_holder_free(d->config);
     store_close(d->store);
     reflection_free(d->reflection);

@@ -11,10 +11,11 @@
 #include "rpc_server.h"
 
 typedef struct NorndConfig {
-    RpcServerOptions rpc;   /* listen, threads, limits, keepalive, auth, TLS */
-    const char *data_dir;   /* created if missing */
-    int64_t drain_grace_ms; /* unary calls in flight get this long on SIGTERM */
-    int sync_writes;        /* fsync every commit (power-loss safety) */
+    RpcServerOptions rpc;          /* listen, threads, limits, keepalive, auth, TLS */
+    const char *data_dir;          /* created if missing */
+    int64_t drain_grace_ms;        /* unary calls in flight get this long on SIGTERM */
+    int sync_writes;               /* fsync every commit (power-loss safety) */
+    int64_t retention_interval_ms; /* how often old sessions and events are removed */
 } NorndConfig;
 
 typedef struct Nornd Nornd;

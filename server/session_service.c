@@ -193,12 +193,17 @@ static const char *step_status_name(Norn__V1__StepStatus st)
 
 /* Audit rows are written at ingest time with the original's wording (§6),
  * so listing them never re-reads sessions. */
-static void audit(StoreTxn *t, const Norn__V1__Session *s, Norn__V1__AuditEventType type,
-                  Norn__V1__AuditSeverity sev, const char *summary, const char *detail)
+/* `at` is when it happened as the session tells it (its start, a step's
+ * end), as the original's audit log did; NULL = now. */
+static void audit_at(StoreTxn *t, const Norn__V1__Session *s, Norn__V1__AuditEventType type,
+                     Norn__V1__AuditSeverity sev, const char *summary, const char *detail,
+                     const Google__Protobuf__Timestamp *at)
 {
     Norn__V1__AuditEvent ev = NORN__V1__AUDIT_EVENT__INIT;
     Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
-    uint64_t us = store_txn_now_micros(t);
+    uint64_t us = at ? msg_micros(at) : 0;
+    if (!us)
+        us = store_txn_now_micros(t);
     ts.seconds = (int64_t)(us / 1000000u);
     ts.nanos = (int32_t)(us % 1000000u) * 1000;
     ev.timestamp = &ts;
@@ -210,6 +215,12 @@ static void audit(StoreTxn *t, const Norn__V1__Session *s, Norn__V1__AuditEventT
     ev.severity = sev;
     ev.detail = (char *)(detail ? detail : "");
     store_txn_add_audit(t, &ev);
+}
+
+static void audit(StoreTxn *t, const Norn__V1__Session *s, Norn__V1__AuditEventType type,
+                  Norn__V1__AuditSeverity sev, const char *summary, const char *detail)
+{
+    audit_at(t, s, type, sev, summary, detail, NULL);
 }
 
 static void audit_issue(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__Issue *is)
@@ -258,8 +269,8 @@ static void audit_step(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__
               st->status == NORN__V1__STEP_STATUS__STEP_STATUS_REDUNDANT) &&
              sev == NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_INFO)
         sev = NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_WARNING;
-    audit(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_TOOL_CALL, sev, summary,
-          st->reasoning);
+    audit_at(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_TOOL_CALL, sev, summary,
+             st->reasoning, st->ended_at);
 }
 
 static void audit_session_end(StoreTxn *t, const Norn__V1__Session *s)
@@ -289,7 +300,8 @@ static void audit_session_end(StoreTxn *t, const Norn__V1__Session *s)
         break;
     default: sev = NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_CRITICAL;
     }
-    audit(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_SESSION_END, sev, summary, NULL);
+    audit_at(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_SESSION_END, sev, summary, NULL,
+             s->ended_at);
 }
 
 static void set_delta(StoreTxn *t, Norn__V1__DeltaKind kind, Norn__V1__Session *s,
@@ -315,13 +327,13 @@ static void set_delta(StoreTxn *t, Norn__V1__DeltaKind kind, Norn__V1__Session *
 static int commit(SessionService *ss, StoreTxn *t, OpError *e)
 {
     char err[256];
-    uint64_t rev = store_txn_revision(t);
+    uint64_t rev = store_txn_last_revision(t);
     int rc = store_txn_commit(t, err, sizeof err);
     if (rc != NORN_OK) {
         log_error("commit_failed", "error=\"%s\"", err);
         return op_fail(e, norn_error_to_rpc(rc), "storage: %s", err);
     }
-    if (ss->hook)
+    if (ss->hook && rev)
         ss->hook(ss->hook_arg, rev);
     return 0;
 }
@@ -465,8 +477,8 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
         char summary[200];
         snprintf(summary, sizeof summary, "Session started \u2013 %.80s",
                  s->task ? s->task->description : "");
-        audit(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_SESSION_START,
-              NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_INFO, summary, NULL);
+        audit_at(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_SESSION_START,
+                 NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_INFO, summary, NULL, s->started_at);
         kind = NORN__V1__DELTA_KIND__DELTA_KIND_CREATED;
     }
 
@@ -1155,23 +1167,9 @@ static RpcCode list_steps(void *ud, RpcCall *call, const Norn__V1__ListStepsRequ
     return RPC_OK;
 }
 
-static RpcCode delete_session(void *ud, RpcCall *call, const Norn__V1__DeleteSessionRequest *req,
-                              Norn__V1__DeleteSessionResponse *resp)
+void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__V1__Session *s)
 {
-    SessionService *ss = ud;
-    OpError e;
-    if (check_id(&e, "session_id", req->session_id, 1))
-        return rpc_error(call, &e);
     uint32_t threshold = security_threshold(ss);
-    StoreTxn *t = store_txn_begin(ss->store);
-    Norn__V1__Session *s = NULL;
-    int rc = store_session_get(ss->store, req->session_id, &s);
-    if (rc != NORN_OK) {
-        store_txn_abort(t);
-        if (rc == NORN_ERR_NOT_FOUND)
-            return rpc_fail(call, RPC_NOT_FOUND, "session_id: no session '%s'", req->session_id);
-        return rpc_fail(call, norn_error_to_rpc(rc), "storage: cannot read session");
-    }
     StoreCounters *c = store_txn_counters(t);
     Norn__V1__Issue **issues = NULL;
     size_t n = 0;
@@ -1191,14 +1189,49 @@ static RpcCode delete_session(void *ud, RpcCall *call, const Norn__V1__DeleteSes
     Norn__V1__Session ident = NORN__V1__SESSION__INIT;
     ident.session_id = s->session_id;
     ident.agent_name = s->agent_name;
+    ident.agent_id = s->agent_id;
     ident.swarm_id = s->swarm_id;
-    ident.revision = store_txn_revision(t);
     Google__Protobuf__Timestamp now_ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     now_ts.seconds = (int64_t)(store_txn_now_micros(t) / 1000000u);
     now_ts.nanos = (int32_t)(store_txn_now_micros(t) % 1000000u) * 1000;
     ident.updated_at = &now_ts;
-    set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_DELETED, &ident, NULL, 0, NULL, 0);
+    Norn__V1__SessionDelta d = NORN__V1__SESSION_DELTA__INIT;
+    d.kind = NORN__V1__DELTA_KIND__DELTA_KIND_DELETED;
+    d.session = &ident;
+    /* The revision is known once the entry is added; the summary in the
+     * entry carries it too. */
+    ident.revision = store_txn_revision(t);
+    store_txn_add_delta(t, &d);
+}
+
+int session_service_commit(SessionService *ss, StoreTxn *t, char *err, size_t errlen)
+{
+    OpError e;
+    if (commit(ss, t, &e)) {
+        snprintf(err, errlen, "%s", e.msg);
+        return e.code;
+    }
+    return RPC_OK;
+}
+
+static RpcCode delete_session(void *ud, RpcCall *call, const Norn__V1__DeleteSessionRequest *req,
+                              Norn__V1__DeleteSessionResponse *resp)
+{
+    SessionService *ss = ud;
+    OpError e;
+    if (check_id(&e, "session_id", req->session_id, 1))
+        return rpc_error(call, &e);
+    StoreTxn *t = store_txn_begin(ss->store);
+    Norn__V1__Session *s = NULL;
+    int rc = store_session_get(ss->store, req->session_id, &s);
+    if (rc != NORN_OK) {
+        store_txn_abort(t);
+        if (rc == NORN_ERR_NOT_FOUND)
+            return rpc_fail(call, RPC_NOT_FOUND, "session_id: no session '%s'", req->session_id);
+        return rpc_fail(call, norn_error_to_rpc(rc), "storage: cannot read session");
+    }
     resp->revision = store_txn_revision(t);
+    session_service_delete_in_txn(ss, t, s);
     norn__v1__session__free_unpacked(s, NULL);
     if (commit(ss, t, &e))
         return rpc_error(call, &e);

@@ -27,6 +27,14 @@ void session_service_on_commit(SessionService *ss, CommitHook hook, void *arg);
 /* WatchSessions is served by this hub. */
 void session_service_set_watch(SessionService *ss, WatchHub *hub);
 int session_service_register(SessionService *ss, RpcServer *srv);
+
+/* Removes a session and everything it owns inside a caller's transaction:
+ * counters, its DELETED revision (one per session, so a swarm or agent
+ * delete of N sessions consumes N revisions in one batch). */
+void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__V1__Session *s);
+/* Commits a transaction built with the above and tells the watch hub.
+ * RPC_OK, or the RPC code with a message in err. */
+int session_service_commit(SessionService *ss, StoreTxn *t, char *err, size_t errlen);
 void session_service_free(SessionService *ss);
 
 #endif

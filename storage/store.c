@@ -508,9 +508,10 @@ void store_free_issues(Norn__V1__Issue **issues, size_t n)
 int store_sessions_scan(Store *s, const StoreListQuery *q, StoreVisit visit, void *arg,
                         uint8_t *last, size_t *last_len, int *more)
 {
-    int cf = q->index == STORE_BY_AGENT   ? CF_BY_AGENT
-             : q->index == STORE_BY_SWARM ? CF_BY_SWARM
-                                          : CF_BY_TIME;
+    int cf = q->index == STORE_BY_AGENT      ? CF_BY_AGENT
+             : q->index == STORE_BY_AGENT_ID ? CF_BY_AGENT_ID
+             : q->index == STORE_BY_SWARM    ? CF_BY_SWARM
+                                             : CF_BY_TIME;
     Key prefix = {.len = 0};
     if (cf != CF_BY_TIME && key_name_prefix(&prefix, q->name ? q->name : ""))
         return NORN_ERR_INVALID;
@@ -934,6 +935,11 @@ StoreTxn *store_txn_begin(Store *s)
     pthread_mutex_unlock(&s->state_mu);
     t->now_micros = now_micros();
     return t;
+}
+
+uint64_t store_txn_last_revision(const StoreTxn *t)
+{
+    return t->n_deltas ? t->revision + t->n_deltas - 1 : 0;
 }
 
 uint64_t store_txn_revision(const StoreTxn *t)

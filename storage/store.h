@@ -172,6 +172,8 @@ int store_config_get(Store *s, Norn__V1__Config **out);
  * (store_txn_set_delta), so revisions have no gaps. */
 StoreTxn *store_txn_begin(Store *s);
 uint64_t store_txn_revision(const StoreTxn *t);
+/* The last revision the transaction will commit (0 when it adds none). */
+uint64_t store_txn_last_revision(const StoreTxn *t);
 /* The counters as this transaction will commit them: adjust in place. */
 StoreCounters *store_txn_counters(StoreTxn *t);
 /* Current time in microseconds, fixed for the whole transaction. */

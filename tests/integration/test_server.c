@@ -86,11 +86,12 @@ static void test_unimplemented_rpc(void **state)
     RpcChannel *ch = open_plain(p.target, NULL);
     RpcStatus st;
     RpcCallOptions co = {.timeout_ms = 5000};
-    /* An RPC of the API that no issue has implemented yet (the agent
-     * registry): a clean UNIMPLEMENTED, not a hang or INTERNAL. */
-    Norn__V1__ListAgentsRequest lreq = NORN__V1__LIST_AGENTS_REQUEST__INIT;
-    Norn__V1__ListAgentsResponse *lresp = NULL;
-    assert_int_equal(norn__v1__agent_service__list_agents__call(ch, &lreq, &lresp, &co, &st),
+    /* An RPC of the API that no issue has implemented yet (runs on the
+     * executor): a clean UNIMPLEMENTED, not a hang or INTERNAL. */
+    Norn__V1__GetRunRequest lreq = NORN__V1__GET_RUN_REQUEST__INIT;
+    lreq.run_id = "r1";
+    Norn__V1__GetRunResponse *lresp = NULL;
+    assert_int_equal(norn__v1__agent_service__get_run__call(ch, &lreq, &lresp, &co, &st),
                      RPC_UNIMPLEMENTED);
     assert_null(lresp);
     rpc_status_clear(&st);

@@ -112,12 +112,12 @@ class SharedServerTest(unittest.TestCase, RpcAssertions):
             call.cancel()
 
     def test_unimplemented_rpc_via_generated_stub(self):
-        # The agent registry is not implemented yet (issue 6): a clean
-        # UNIMPLEMENTED through the generated stub. Update when it lands.
+        # Runs on the executor are not implemented yet (issue 8): a clean
+        # UNIMPLEMENTED through the generated stub. Update when they land.
         stub = agent_service_pb2_grpc.AgentServiceStub(self.channel)
         self.assertRpcCode(
-            lambda: stub.ListAgents(agent_service_pb2.ListAgentsRequest(), timeout=RPC_TIMEOUT),
-            grpc.StatusCode.UNIMPLEMENTED, "ListAgents")
+            lambda: stub.GetRun(agent_service_pb2.GetRunRequest(run_id="r1"), timeout=RPC_TIMEOUT),
+            grpc.StatusCode.UNIMPLEMENTED, "GetRun")
 
     def test_unknown_method_unimplemented(self):
         for path in ("/norn.v1.SessionService/NoSuchMethod",
