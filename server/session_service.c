@@ -338,6 +338,23 @@ static int commit(SessionService *ss, StoreTxn *t, OpError *e)
     return 0;
 }
 
+/* Stamps the session with this transaction's revision and time, moves its
+ * share of the counters from `prev` (NULL for a new session) to `s`, and
+ * writes it with its index rows. */
+static void put_summary(StoreTxn *t, Norn__V1__Session *s, const Norn__V1__Session *prev,
+                        uint64_t now, uint32_t threshold)
+{
+    StoreCounters *c = store_txn_counters(t);
+    s->revision = store_txn_revision(t);
+    if (s->updated_at)
+        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
+    s->updated_at = msg_timestamp(now);
+    if (prev)
+        counters_apply(c, prev, -1, threshold);
+    counters_apply(c, s, +1, threshold);
+    store_txn_put_session(t, s, prev);
+}
+
 /* Loads an active session inside a transaction. */
 static int load_active(SessionService *ss, const char *id, Norn__V1__Session **out, OpError *e)
 {
@@ -424,7 +441,6 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
     if (resumed) {
         /* The original's resume (§2.2 ingest): active again, fill what was empty. */
         s = (Norn__V1__Session *)msg_clone(&prev->base);
-        counters_apply(c, prev, -1, cfg.security_score_threshold);
         if (s->status != NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE) {
             s->status = NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE;
             if (s->ended_at) {
@@ -500,12 +516,7 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
               NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_CRITICAL, jo.reason, NULL);
     }
 
-    s->revision = store_txn_revision(t);
-    if (s->updated_at)
-        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
-    s->updated_at = msg_timestamp(now);
-    counters_apply(c, s, +1, cfg.security_score_threshold);
-    store_txn_put_session(t, s, prev);
+    put_summary(t, s, prev, now, cfg.security_score_threshold);
     set_delta(t, kind, s, NULL, 0, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     if (prev)
@@ -646,15 +657,9 @@ static Norn__V1__BeginStepResponse *op_begin(SessionService *ss,
     v->status = st->status == NORN__V1__STEP_STATUS__STEP_STATUS_RUNNING && jo.status ? jo.status
                                                                                       : st->status;
 
-    s->revision = store_txn_revision(t);
-    if (s->updated_at)
-        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
-    s->updated_at = msg_timestamp(now);
-    counters_apply(c, prev, -1, cfg.security_score_threshold);
-    counters_apply(c, s, +1, cfg.security_score_threshold);
     store_txn_put_step(t, s->session_id, st);
     store_txn_put_tool_use(t, s->session_id, st->tool_use_id, number);
-    store_txn_put_session(t, s, prev);
+    put_summary(t, s, prev, now, cfg.security_score_threshold);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, s, &st, 1, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -747,14 +752,8 @@ static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__End
     JudgeOutcome jo;
     finish_step(ss, t, s, st, &cfg, v, c, &jo);
 
-    s->revision = store_txn_revision(t);
-    if (s->updated_at)
-        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
-    s->updated_at = msg_timestamp(now);
-    counters_apply(c, prev, -1, cfg.security_score_threshold);
-    counters_apply(c, s, +1, cfg.security_score_threshold);
     store_txn_put_step(t, s->session_id, st);
-    store_txn_put_session(t, s, prev);
+    put_summary(t, s, prev, now, cfg.security_score_threshold);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, s, &st, 1, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -887,13 +886,7 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
         steps[i] = st;
         msg_append((void ***)&resp->verdicts, &resp->n_verdicts, v);
     }
-    s->revision = store_txn_revision(t);
-    if (s->updated_at)
-        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
-    s->updated_at = msg_timestamp(now);
-    counters_apply(c, prev, -1, cfg.security_score_threshold);
-    counters_apply(c, s, +1, cfg.security_score_threshold);
-    store_txn_put_session(t, s, prev);
+    put_summary(t, s, prev, now, cfg.security_score_threshold);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, s, steps, req->n_steps, all_issues,
               n_all);
     store_free_steps(steps, req->n_steps);
@@ -958,13 +951,7 @@ op_complete(SessionService *ss, const Norn__V1__CompleteSessionRequest *req, OpE
     store_issues(t, s, &jo, NULL, c);
     audit_session_end(t, s);
 
-    s->revision = store_txn_revision(t);
-    if (s->updated_at)
-        google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
-    s->updated_at = msg_timestamp(now);
-    counters_apply(c, prev, -1, cfg.security_score_threshold);
-    counters_apply(c, s, +1, cfg.security_score_threshold);
-    store_txn_put_session(t, s, prev);
+    put_summary(t, s, prev, now, cfg.security_score_threshold);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_COMPLETED, s, NULL, 0, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
