@@ -31,6 +31,10 @@
 #include "log.h"
 #include "util.h"
 
+/* How long a stream that stopped sending waits to be told it was cancelled
+ * before its end handler runs (only when initial metadata was already sent). */
+#define HALF_CLOSE_WAIT_MS 20
+
 enum TagKind {
     TAG_NEW_CALL,
     TAG_RECV_CLOSE,
@@ -69,12 +73,21 @@ typedef struct RequestSlot {
     grpc_call_details details;
 } RequestSlot;
 
+/* A stream whose client sent no more messages, waiting to learn whether
+ * that was a half-close or a cancellation (see handle_recv_msg). */
+typedef struct HalfClose {
+    struct HalfClose *next;
+    struct RpcCall *call;
+    gpr_timespec due;
+} HalfClose;
+
 struct Worker {
     RpcServer *srv;
     grpc_completion_queue *cq;
     pthread_t thread;
     RequestSlot *slots;
     size_t n_slots;
+    HalfClose *half_closes; /* touched only by this worker's thread, oldest first */
 };
 
 typedef struct SendItem {
@@ -888,13 +901,48 @@ static void handle_recv_msg(RpcCall *c, int ok)
         return;
     }
     /* No message: the client half-closed, or the call was cancelled (client
-     * cancel, deadline) - the C core reports both alike. A cancellation
-     * completes RECV_CLOSE_ON_SERVER in the same transport event, so an
-     * empty batch queued now comes back after it: only then is the end
-     * handler run, and only for a call that is still alive. */
+     * cancel, deadline) - the C core reports both alike, and the end handler
+     * must run only for the first. While initial metadata is unsent, sending
+     * it tells them apart: it fails on a cancelled call. Otherwise the call
+     * waits briefly for RECV_CLOSE_ON_SERVER, which a cancellation completes
+     * right away and a half-close never does. */
     pthread_mutex_lock(&c->mu);
-    start_batch_locked(c, NULL, 0, &c->t_half_close);
+    if (!c->initial_md_sent && !c->finish_requested) {
+        grpc_op op;
+        fill_initial_md(c, &op);
+        start_batch_locked(c, &op, 1, &c->t_half_close);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_unlock(&c->mu);
+    HalfClose *h = malloc(sizeof *h);
+    if (!h)
+        abort();
+    rpc_call_ref(c);
+    h->call = c;
+    h->next = NULL;
+    h->due = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                          gpr_time_from_millis(HALF_CLOSE_WAIT_MS, GPR_TIMESPAN));
+    HalfClose **tail = &c->worker->half_closes;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = h;
+}
+
+static void handle_half_close(RpcCall *c);
+
+/* Runs the waiting half-closes that are due; returns when the next one is. */
+static gpr_timespec run_due_half_closes(Worker *w)
+{
+    gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+    while (w->half_closes && gpr_time_cmp(w->half_closes->due, now) <= 0) {
+        HalfClose *h = w->half_closes;
+        w->half_closes = h->next;
+        handle_half_close(h->call);
+        rpc_call_unref(h->call);
+        free(h);
+    }
+    return w->half_closes ? w->half_closes->due : gpr_inf_future(GPR_CLOCK_MONOTONIC);
 }
 
 static void handle_half_close(RpcCall *c)
@@ -902,7 +950,8 @@ static void handle_half_close(RpcCall *c)
     pthread_mutex_lock(&c->mu);
     int over = c->recv_close_done || c->finish_requested || c->done;
     pthread_mutex_unlock(&c->mu);
-    if (over)
+    /* A call past its deadline was cancelled by the server's own timer. */
+    if (over || rpc_call_remaining_ms(c) <= 0)
         return;
     const RpcMethod *m = c->reg->method;
     if (m->kind == RPC_KIND_CLIENT_STREAM) {
@@ -956,7 +1005,8 @@ static void *worker_main(void *arg)
     Worker *w = arg;
     RpcServer *srv = w->srv;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        gpr_timespec next_due = run_due_half_closes(w);
+        grpc_event ev = grpc_completion_queue_next(w->cq, next_due, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -994,7 +1044,8 @@ static void *worker_main(void *arg)
         }
         case TAG_HALF_CLOSE: {
             RpcCall *c = tag->obj;
-            handle_half_close(c);
+            if (ev.success) /* initial metadata went out: the client is there */
+                handle_half_close(c);
             batch_completed(c);
             break;
         }
@@ -1027,6 +1078,12 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&srv->mu);
             break;
         }
+    }
+    while (w->half_closes) { /* calls that ended with the server */
+        HalfClose *h = w->half_closes;
+        w->half_closes = h->next;
+        rpc_call_unref(h->call);
+        free(h);
     }
     return NULL;
 }
