@@ -124,7 +124,11 @@ static RpcCode get_stats(void *ud, RpcCall *call, const Norn__V1__GetStatsReques
     s->active_sessions = c.by_status[NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE];
     s->completed_sessions = c.by_status[NORN__V1__SESSION_STATUS__SESSION_STATUS_COMPLETED];
     s->terminated_sessions = c.by_status[NORN__V1__SESSION_STATUS__SESSION_STATUS_TERMINATED];
-    s->critical_threats = c.critical_threats;
+    Norn__V1__Config cfg;
+    config_get(a->config, &cfg);
+    for (uint32_t score = 0; score < cfg.security_score_threshold && score <= 100; score++)
+        s->critical_threats += c.security_hist[score];
+    s->total_agents = c.agents;
     s->avg_efficiency = c.efficiency_scored ? (double)c.efficiency_sum / c.efficiency_scored : 0;
     s->avg_security = c.security_scored ? (double)c.security_sum / c.security_scored : 100;
     s->total_steps = c.steps;

@@ -71,7 +71,7 @@ const char *config_validate(const Norn__V1__Config *c, char *buf, size_t cap)
     CHECK_RANGE(max_same_tool, 1, 100000);
     CHECK_RANGE(security_score_threshold, 0, 100);
     CHECK_RANGE(relevance_score_threshold, 0, 100);
-    CHECK_RANGE(log_retention_days, 1, 36500);
+    CHECK_RANGE(log_retention_days, 0, 36500); /* 0 = keep forever */
     CHECK_RANGE(audit_max_sessions, 1, 1000000);
     CHECK_RANGE(max_steps_per_session, 1, 1000000);
     CHECK_RANGE(max_input_bytes, 64, 16u << 20);

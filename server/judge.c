@@ -200,7 +200,7 @@ static void take_result(JudgeOutcome *o, const AnalyzerResult *r)
     o->action = r->action;
     o->status = r->status;
     if (r->reason)
-        snprintf(o->reason, sizeof o->reason, "%s", r->reason);
+        msg_utf8_cut(o->reason, sizeof o->reason, r->reason, sizeof o->reason);
     take_issues(o, r->issues, r->n_issues);
 }
 

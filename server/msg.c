@@ -47,6 +47,27 @@ uint64_t msg_micros(const Google__Protobuf__Timestamp *ts)
     return (uint64_t)ts->seconds * 1000000u + (uint64_t)(ts->nanos / 1000);
 }
 
+char *msg_utf8_cut(char *dst, size_t cap, const char *src, size_t max_chars)
+{
+    size_t o = 0, chars = 0;
+    if (!cap)
+        return dst;
+    for (const unsigned char *p = (const unsigned char *)(src ? src : ""); *p && chars < max_chars;
+         chars++) {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 4;
+        size_t k = 0;
+        while (k < n && p[k])
+            k++;
+        if (k < n || o + n >= cap)
+            break; /* a truncated sequence, or no room for the whole one */
+        memcpy(dst + o, p, n);
+        o += n;
+        p += n;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
 ProtobufCMessage *msg_clone(const ProtobufCMessage *m)
 {
     if (!m)

@@ -18,6 +18,10 @@ char *msg_strdup(const char *s);
 void msg_set_str(char **field, const char *value);
 Google__Protobuf__Timestamp *msg_timestamp(uint64_t micros);
 uint64_t msg_micros(const Google__Protobuf__Timestamp *ts);
+/* Copies at most `max_chars` code points of `src` into dst (cap bytes with
+ * its NUL), never splitting a UTF-8 sequence, so a cut string stays valid
+ * UTF-8 (protobuf strings must be). Returns dst. */
+char *msg_utf8_cut(char *dst, size_t cap, const char *src, size_t max_chars);
 /* Deep copy through pack/unpack. NULL in, NULL out. */
 ProtobufCMessage *msg_clone(const ProtobufCMessage *m);
 /* Appends a pointer to a repeated message field. */

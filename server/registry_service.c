@@ -106,6 +106,7 @@ static RpcCode register_agent(void *ud, RpcCall *call, const Norn__V1__RegisterA
     a->discovery->agent_type = msg_strdup("Hook Agent");
     rpc_call_adopt(call, &a->base);
     store_txn_put_agent(t, a);
+    store_txn_counters(t)->agents++;
     char err[200];
     rc = store_txn_commit(t, err, sizeof err);
     if (rc != NORN_OK)
@@ -273,6 +274,9 @@ static RpcCode delete_agent(void *ud, RpcCall *call, const Norn__V1__DeleteAgent
     }
     StoreTxn *t = store_txn_begin(r->store);
     store_txn_delete_agent(t, a);
+    StoreCounters *c = store_txn_counters(t);
+    if (c->agents)
+        c->agents--;
     rc = store_txn_commit(t, err, sizeof err);
     if (rc != NORN_OK)
         return rpc_fail(call, norn_error_to_rpc(rc), "storage: %s", err);
@@ -383,6 +387,7 @@ static Norn__V1__Swarm *build_swarm(RpcCall *call, const char *swarm_id, Collect
     int *qual = rpc_call_alloc(call, (c->n + 1) * sizeof *qual);
     const char **tasks = rpc_call_alloc(call, (c->n + 1) * sizeof *tasks);
     uint64_t first = 0, last = 0;
+    int all_ended = 1;
     for (size_t i = 0; i < c->n; i++) {
         const Norn__V1__Session *s = c->items[i];
         Norn__V1__SwarmMember *m = rpc_call_alloc(call, sizeof *m);
@@ -417,6 +422,8 @@ static Norn__V1__Swarm *build_swarm(RpcCall *call, const char *swarm_id, Collect
             first = st;
         if (en > last)
             last = en;
+        if (!en)
+            all_ended = 0;
         if (i > 0 && s->handoff_input[0]) {
             const Norn__V1__Session *src = c->items[i - 1];
             Norn__V1__Handoff *h = rpc_call_alloc(call, sizeof *h);
@@ -437,19 +444,24 @@ static Norn__V1__Swarm *build_swarm(RpcCall *call, const char *swarm_id, Collect
         rpc_call_adopt(call, &ts->base);
         sw->started_at = ts;
     }
-    if (last) {
+    if (last && all_ended) {
         Google__Protobuf__Timestamp *ts = msg_timestamp(last);
         rpc_call_adopt(call, &ts->base);
         sw->ended_at = ts;
     }
-    sw->optional_alignment_score_case = NORN__V1__SWARM__OPTIONAL_ALIGNMENT_SCORE_ALIGNMENT_SCORE;
-    sw->alignment_score = swarm_alignment_score(tasks, c->n);
+    if (c->n >= 2) {
+        sw->optional_alignment_score_case =
+            NORN__V1__SWARM__OPTIONAL_ALIGNMENT_SCORE_ALIGNMENT_SCORE;
+        sw->alignment_score = swarm_alignment_score(tasks, c->n);
+    }
     return sw;
 }
 
 /* Loads a swarm's members; the sessions are handed to the call. */
 static RpcCode load_swarm(Registry *r, RpcCall *call, const char *swarm_id, Collect *c)
 {
+    c->items = NULL;
+    c->n = 0;
     if (!id_valid(swarm_id))
         return rpc_fail(call, RPC_INVALID_ARGUMENT, "swarm_id: must match [A-Za-z0-9._:-]{1,%d}",
                         ID_MAX_LEN);
@@ -610,6 +622,22 @@ static int audit_visit(void *arg, Norn__V1__AuditEvent *ev, const uint8_t key[16
     return p->resp->n_events < p->want;
 }
 
+/* A page token carries this digest of the request's filters, so a token is
+ * only good for the listing that made it. */
+static uint32_t audit_filter_digest(const Norn__V1__ListAuditEventsRequest *req)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    char nums[96];
+    snprintf(nums, sizeof nums, "%d|%d|%llu|%llu", (int)req->event_type, (int)req->min_severity,
+             (unsigned long long)msg_micros(req->start_time),
+             (unsigned long long)msg_micros(req->end_time));
+    const char *parts[] = {req->agent_name, "\x1f", req->session_id, "\x1f", nums};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+        for (const char *p = parts[i]; *p; p++)
+            h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
 /* The most selective index for the filters; the others are checked on the
  * events the index yields, within a scan budget that follows the page size. */
 static RpcCode list_audit_events(void *ud, RpcCall *call,
@@ -657,9 +685,11 @@ static RpcCode list_audit_events(void *ud, RpcCall *call,
     q.max_scan = want * 20 + 200;
     uint8_t tok[32];
     size_t tok_len = 0;
+    uint32_t digest = audit_filter_digest(req);
     if (req->page_token[0]) {
-        if (token_decode(req->page_token, tok, sizeof tok, &tok_len) != 0 || tok_len != 18 ||
-            tok[0] != TOKEN_VERSION || tok[1] != (uint8_t)q.index)
+        if (token_decode(req->page_token, tok, sizeof tok, &tok_len) != 0 || tok_len != 22 ||
+            tok[0] != TOKEN_VERSION || tok[1] != (uint8_t)q.index ||
+            key_get_u32(tok + 18) != digest)
             return rpc_fail(call, RPC_INVALID_ARGUMENT,
                             "page_token: not a token of this listing (filters must stay the same)");
         q.resume = tok + 2;
@@ -672,12 +702,13 @@ static RpcCode list_audit_events(void *ud, RpcCall *call,
     if (rc != NORN_OK)
         return storage_error(call, rc, "list audit events");
     if (more) {
-        uint8_t next[18];
+        uint8_t next[22];
         next[0] = TOKEN_VERSION;
         next[1] = (uint8_t)q.index;
         memcpy(next + 2, last, 16);
-        char *s = rpc_call_alloc(call, 40);
-        token_encode(next, 18, s, 40);
+        key_put_u32(next + 18, digest);
+        char *s = rpc_call_alloc(call, 48);
+        token_encode(next, 22, s, 48);
         resp->next_page_token = s;
     }
     return RPC_OK;

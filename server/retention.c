@@ -130,7 +130,8 @@ void retention_run_once(Retention *r, uint64_t *sessions, uint64_t *events)
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     uint64_t age = (uint64_t)cfg.log_retention_days * 86400u * 1000000u;
-    uint64_t cutoff = now > age ? now - age : 0;
+    /* 0 days keeps everything. */
+    uint64_t cutoff = cfg.log_retention_days && now > age ? now - age : 0;
     *sessions = cutoff ? purge_sessions(r, cutoff) : 0;
     *events = cutoff ? purge_events(r, cutoff) : 0;
     if (*sessions || *events)

@@ -153,8 +153,7 @@ static void count_step_status(Norn__V1__Session *s, Norn__V1__StepStatus st, int
 }
 
 /* A session's contribution to the store counters (status, quality, scores). */
-static void counters_apply(StoreCounters *c, const Norn__V1__Session *s, int sign,
-                           uint32_t threshold)
+static void counters_apply(StoreCounters *c, const Norn__V1__Session *s, int sign)
 {
 #define ADJ(field, by)                                                                             \
     ((field) = sign > 0 ? (field) + (by) : ((field) >= (by) ? (field) - (by) : 0))
@@ -169,10 +168,12 @@ static void counters_apply(StoreCounters *c, const Norn__V1__Session *s, int sig
     }
     if (s->optional_security_score_case ==
         NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE) {
+        int32_t score = s->security_score < 0     ? 0
+                        : s->security_score > 100 ? 100
+                                                  : s->security_score;
         ADJ(c->security_scored, 1u);
-        ADJ(c->security_sum, (uint64_t)(s->security_score < 0 ? 0 : s->security_score));
-        if (s->security_score < (int32_t)threshold)
-            ADJ(c->critical_threats, 1u);
+        ADJ(c->security_sum, (uint64_t)score);
+        ADJ(c->security_hist[score], 1u);
     }
 #undef ADJ
 }
@@ -225,9 +226,9 @@ static void audit(StoreTxn *t, const Norn__V1__Session *s, Norn__V1__AuditEventT
 
 static void audit_issue(StoreTxn *t, const Norn__V1__Session *s, const Norn__V1__Issue *is)
 {
-    char summary[1200];
-    snprintf(summary, sizeof summary, "[%s] %.1000s", judge_issue_type_name(is->issue_type),
-             is->description);
+    char summary[1200], desc[1100];
+    snprintf(summary, sizeof summary, "[%s] %s", judge_issue_type_name(is->issue_type),
+             msg_utf8_cut(desc, sizeof desc, is->description, 1000));
     Norn__V1__AuditSeverity sev =
         is->severity >= 8   ? NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_CRITICAL
         : is->severity >= 5 ? NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_WARNING
@@ -342,7 +343,7 @@ static int commit(SessionService *ss, StoreTxn *t, OpError *e)
  * share of the counters from `prev` (NULL for a new session) to `s`, and
  * writes it with its index rows. */
 static void put_summary(StoreTxn *t, Norn__V1__Session *s, const Norn__V1__Session *prev,
-                        uint64_t now, uint32_t threshold)
+                        uint64_t now)
 {
     StoreCounters *c = store_txn_counters(t);
     s->revision = store_txn_revision(t);
@@ -350,8 +351,8 @@ static void put_summary(StoreTxn *t, Norn__V1__Session *s, const Norn__V1__Sessi
         google__protobuf__timestamp__free_unpacked(s->updated_at, NULL);
     s->updated_at = msg_timestamp(now);
     if (prev)
-        counters_apply(c, prev, -1, threshold);
-    counters_apply(c, s, +1, threshold);
+        counters_apply(c, prev, -1);
+    counters_apply(c, s, +1);
     store_txn_put_session(t, s, prev);
 }
 
@@ -393,12 +394,8 @@ static void store_issues(StoreTxn *t, Norn__V1__Session *s, JudgeOutcome *jo,
     }
 }
 
-static uint32_t security_threshold(SessionService *ss)
-{
-    Norn__V1__Config cfg;
-    config_get(ss->config, &cfg);
-    return cfg.security_score_threshold;
-}
+static void apply_action(StoreTxn *t, Norn__V1__Session *s, Norn__V1__Step *st,
+                         Norn__V1__StepVerdict *v, const JudgeOutcome *jo);
 
 /* ---- OpenSession ---------------------------------------------------------------- */
 
@@ -490,9 +487,10 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
         s->invocation_first_step = 1;
         s->invocation_first_issue = 1;
         c->sessions++;
-        char summary[200];
-        snprintf(summary, sizeof summary, "Session started \u2013 %.80s",
-                 s->task ? s->task->description : "");
+        char summary[400], task80[340];
+        /* The original cuts the task at 80 characters (code points). */
+        snprintf(summary, sizeof summary, "Session started \u2013 %s",
+                 msg_utf8_cut(task80, sizeof task80, s->task ? s->task->description : "", 80));
         audit_at(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_SESSION_START,
                  NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_INFO, summary, NULL, s->started_at);
         kind = NORN__V1__DELTA_KIND__DELTA_KIND_CREATED;
@@ -507,16 +505,9 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
     JudgeOutcome jo;
     judge_open(ss->judge, s, &cfg, &jo);
     store_issues(t, s, &jo, resp->verdict, c);
-    resp->verdict->action = jo.action;
-    msg_set_str(&resp->verdict->reason, jo.reason);
-    if (jo.action == NORN__V1__ACTION__ACTION_TERMINATE) {
-        s->terminated_by_guard = 1;
-        msg_set_str(&s->termination_reason, jo.reason);
-        audit(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_GUARD_ACTION,
-              NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_CRITICAL, jo.reason, NULL);
-    }
+    apply_action(t, s, NULL, resp->verdict, &jo);
 
-    put_summary(t, s, prev, now, cfg.security_score_threshold);
+    put_summary(t, s, prev, now);
     set_delta(t, kind, s, NULL, 0, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     if (prev)
@@ -584,8 +575,9 @@ static void apply_action(StoreTxn *t, Norn__V1__Session *s, Norn__V1__Step *st,
         count_step_status(s, st->status, +1);
         v->status = st->status;
     }
-    char summary[600];
-    snprintf(summary, sizeof summary, "Norn stopped the agent: %.500s", jo->reason);
+    char summary[700], reason[600];
+    snprintf(summary, sizeof summary, "Norn stopped the agent: %s",
+             msg_utf8_cut(reason, sizeof reason, jo->reason, 500));
     audit(t, s, NORN__V1__AUDIT_EVENT_TYPE__AUDIT_EVENT_TYPE_GUARD_ACTION,
           NORN__V1__AUDIT_SEVERITY__AUDIT_SEVERITY_CRITICAL, summary, NULL);
 }
@@ -659,7 +651,7 @@ static Norn__V1__BeginStepResponse *op_begin(SessionService *ss,
 
     store_txn_put_step(t, s->session_id, st);
     store_txn_put_tool_use(t, s->session_id, st->tool_use_id, number);
-    put_summary(t, s, prev, now, cfg.security_score_threshold);
+    put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, s, &st, 1, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -753,7 +745,7 @@ static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__End
     finish_step(ss, t, s, st, &cfg, v, c, &jo);
 
     store_txn_put_step(t, s->session_id, st);
-    put_summary(t, s, prev, now, cfg.security_score_threshold);
+    put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, s, &st, 1, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -886,7 +878,7 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
         steps[i] = st;
         msg_append((void ***)&resp->verdicts, &resp->n_verdicts, v);
     }
-    put_summary(t, s, prev, now, cfg.security_score_threshold);
+    put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, s, steps, req->n_steps, all_issues,
               n_all);
     store_free_steps(steps, req->n_steps);
@@ -951,7 +943,7 @@ op_complete(SessionService *ss, const Norn__V1__CompleteSessionRequest *req, OpE
     store_issues(t, s, &jo, NULL, c);
     audit_session_end(t, s);
 
-    put_summary(t, s, prev, now, cfg.security_score_threshold);
+    put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_COMPLETED, s, NULL, 0, jo.issues, jo.n_issues);
     judge_outcome_clear(&jo);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -1156,7 +1148,6 @@ static RpcCode list_steps(void *ud, RpcCall *call, const Norn__V1__ListStepsRequ
 
 void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__V1__Session *s)
 {
-    uint32_t threshold = security_threshold(ss);
     StoreCounters *c = store_txn_counters(t);
     Norn__V1__Issue **issues = NULL;
     size_t n = 0;
@@ -1170,7 +1161,7 @@ void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__
     }
     c->steps = c->steps >= s->total_steps ? c->steps - s->total_steps : 0;
     c->sessions = c->sessions ? c->sessions - 1 : 0;
-    counters_apply(c, s, -1, threshold);
+    counters_apply(c, s, -1);
     store_txn_delete_session(t, s);
     /* Watchers learn only the identity of what went away. */
     Norn__V1__Session ident = NORN__V1__SESSION__INIT;

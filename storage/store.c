@@ -271,9 +271,11 @@ int store_open(const char *dir, const StoreOptions *o, Store **out, char *err, s
     key_session(&k, META_COUNTERS);
     size_t len = 0;
     char *v = get_raw(s, CF_META, &k, &len, &rerr);
-    if (v && len == COUNTER_WORDS * 8) {
+    /* Counters only ever gain fields at the end: an older, shorter blob
+     * reads with the new ones at zero. */
+    if (v && len % 8 == 0 && len <= COUNTER_WORDS * 8) {
         uint64_t *c = (uint64_t *)&s->counters;
-        for (size_t i = 0; i < COUNTER_WORDS; i++)
+        for (size_t i = 0; i < len / 8; i++)
             c[i] = key_get_u64((const uint8_t *)v + i * 8);
     } else if (v) {
         snprintf(err, errlen, "store in %s has counters of an unknown layout", dir);

@@ -57,7 +57,10 @@ typedef struct StoreCounters {
     uint64_t efficiency_sum;
     uint64_t security_scored;
     uint64_t security_sum;
-    uint64_t critical_threats; /* sessions whose security score is under the threshold */
+    uint64_t agents; /* registered agents */
+    /* Sessions by security score 0..100: critical threats are counted under
+     * the threshold in force when asked, not when each session was written. */
+    uint64_t security_hist[101];
     uint64_t audit_events;
 } StoreCounters;
 
