@@ -10,17 +10,30 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "grpc/health/v1/health.grpc-c.h"
+#include "norn/v1/agent_service.grpc-c.h"
+#include "norn/v1/audit_service.grpc-c.h"
+#include "norn/v1/config_service.grpc-c.h"
 #include "norn/v1/session_service.grpc-c.h"
+#include "norn/v1/stats_service.grpc-c.h"
+#include "norn/v1/swarm_service.grpc-c.h"
 #include "pbjson.h"
 #include "rpc.h"
 
 enum { EXIT_OK = 0, EXIT_RPC = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3, EXIT_NOT_SERVING = 4 };
+
+/* Rows a list command shows unless --limit says otherwise (0 = all). */
+#define DEFAULT_LIMIT 50
+/* The largest page_size the servers accept. */
+#define MAX_PAGE 1000
 
 typedef struct Globals {
     const char *server;
@@ -42,6 +55,18 @@ static void usage(FILE *out)
           "  sessions delete ID                  delete a session and all it owns\n"
           "  steps list SESSION_ID               the steps of a session, in order\n"
           "  watch [--session ID] [--agent NAME] [--from REV] [--steps]  live deltas\n"
+          "  agents list [--source SOURCE]       registered agents\n"
+          "  agents get ID                       one agent with its discovery report\n"
+          "  agents register NAME [--task TEXT] [--source-file F]  register a hook agent\n"
+          "  agents delete ID [--with-sessions]  delete an agent (and its sessions)\n"
+          "  swarms list                         swarms, newest first\n"
+          "  swarms get ID [--sessions]          members, hand-offs and alignment\n"
+          "  swarms delete ID                    delete every member session\n"
+          "  audit list [filters]                the audit trail, newest first\n"
+          "  audit delete EVENT_ID               delete one audit event\n"
+          "  config get                          the server's settings, name = value\n"
+          "  config set KEY=VALUE...             change settings\n"
+          "  stats                               dashboard figures\n"
           "  (each command has --help)\n"
           "\n"
           "global options:\n"
@@ -77,6 +102,334 @@ static int report_error(const char *what, const RpcStatus *st)
     return exit_for(st->code);
 }
 
+/* The outcome of a unary call as an exit code: EXIT_OK, or the error
+ * reported. Clears st either way. */
+static int call_result(const char *what, RpcCode code, RpcStatus *st)
+{
+    int rc = code == RPC_OK ? EXIT_OK : report_error(what, st);
+    rpc_status_clear(st);
+    return rc;
+}
+
+static RpcCallOptions call_options(const Globals *g)
+{
+    RpcCallOptions co = {.timeout_ms = g->timeout_ms};
+    return co;
+}
+
+/* ---- option and operand parsing ----------------------------------------- */
+
+/* Starts getopt_long over a command's own words. optind = 0 makes glibc
+ * start afresh: main's "+" (stop at the first operand) must not stick, so
+ * options may follow operands ("agents delete ID --with-sessions"). */
+static void options_begin(void)
+{
+    optind = 0;
+}
+
+/* After the options: exactly n operands, else a usage error naming them. */
+static int need_operands(int argc, int n, const char *cmd, const char *what)
+{
+    if (argc - optind == n)
+        return 0;
+    fprintf(stderr, "norn: %s needs %s (see norn %s --help)\n", cmd, what, cmd);
+    return -1;
+}
+
+/* Parses the options of a command whose only option is --help. Returns
+ * -1 to go on (operands from optind), else the exit code. */
+static int help_only(int argc, char **argv, const char *help)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (opt != 'h')
+            return EXIT_USAGE;
+        puts(help);
+        return EXIT_OK;
+    }
+    return -1;
+}
+
+/* A whole number 0..max in decimal digits only (strtoull alone would take
+ * "-1", " 7" or "7x"). */
+static int parse_uint(const char *text, uint64_t max, uint64_t *out)
+{
+    if (!*text)
+        return -1;
+    for (const char *p = text; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1;
+    errno = 0;
+    unsigned long long v = strtoull(text, NULL, 10);
+    if (errno == ERANGE || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (!(*text == '-' || (*text >= '0' && *text <= '9')) || *end || errno == ERANGE || v < min ||
+        v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int bad_value(const char *what, const char *text, const char *expected)
+{
+    fprintf(stderr, "norn: %s must be %s (got '%s')\n", what, expected, text);
+    return -1;
+}
+
+/* --limit and friends: 0..max, or a usage message. */
+static int count_option(const char *what, const char *text, uint64_t max, long *out)
+{
+    uint64_t v;
+    if (parse_uint(text, max, &v)) {
+        char expected[64];
+        snprintf(expected, sizeof expected, "a whole number from 0 to %llu",
+                 (unsigned long long)max);
+        return bad_value(what, text, expected);
+    }
+    *out = (long)v;
+    return 0;
+}
+
+/* ---- enums ------------------------------------------------------------------ */
+
+/* Every norn.v1 enum names its zero value <PREFIX>UNSPECIFIED; the part
+ * before UNSPECIFIED ("QUALITY_") is the prefix the short names drop. */
+static size_t enum_prefix(const ProtobufCEnumDescriptor *d, const char **prefix)
+{
+    static const char tail[] = "UNSPECIFIED";
+    const ProtobufCEnumValue *zero = protobuf_c_enum_descriptor_get_value(d, 0);
+    size_t n = zero ? strlen(zero->name) : 0, t = sizeof tail - 1;
+    if (n < t || strcmp(zero->name + n - t, tail) != 0)
+        return 0;
+    *prefix = zero->name;
+    return n - t;
+}
+
+/* QUALITY_GOOD -> "GOOD": tables show the part after the type prefix. */
+static const char *short_enum(const ProtobufCEnumDescriptor *d, int v)
+{
+    const char *name = pbjson_enum_name(d, v), *prefix = "";
+    size_t l = enum_prefix(d, &prefix);
+    return strncmp(name, prefix, l) == 0 ? name + l : name;
+}
+
+/* Short ("enforce") or full ("GUARD_MODE_ENFORCE") name, any case; the
+ * zero value is not a choice. */
+static int parse_enum(const ProtobufCEnumDescriptor *d, const char *text, int *out)
+{
+    char full[128];
+    const char *prefix = "";
+    size_t l = enum_prefix(d, &prefix);
+    for (int pass = 0; pass < 2; pass++) {
+        int n = snprintf(full, sizeof full, "%.*s%s", pass ? (int)l : 0, prefix, text);
+        if (n < 0 || (size_t)n >= sizeof full)
+            return -1;
+        for (char *p = full; *p; p++)
+            *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(d, full);
+        if (v && v->value != 0) {
+            *out = v->value;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* parse_enum, or a message listing the choices ("monitor, intervene or
+ * enforce"). */
+static int enum_option(const ProtobufCEnumDescriptor *d, const char *what, const char *text,
+                       int *out)
+{
+    if (parse_enum(d, text, out) == 0)
+        return 0;
+    char choices[512] = "";
+    size_t len = 0;
+    unsigned shown = 0, total = d->n_values - (protobuf_c_enum_descriptor_get_value(d, 0) != NULL);
+    for (unsigned i = 0; i < d->n_values && len < sizeof choices; i++) {
+        if (d->values[i].value == 0)
+            continue;
+        shown++;
+        const char *sep = shown == 1 ? "" : shown == total ? " or " : ", ";
+        len += (size_t)snprintf(choices + len, sizeof choices - len, "%s", sep);
+        for (const char *p = short_enum(d, d->values[i].value); *p && len + 1 < sizeof choices; p++)
+            choices[len++] = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+        choices[len] = '\0';
+    }
+    return bad_value(what, text, choices);
+}
+
+/* ---- times ------------------------------------------------------------------ */
+
+static void format_time(const Google__Protobuf__Timestamp *ts, char *buf, size_t cap)
+{
+    if (!ts) {
+        snprintf(buf, cap, "-");
+        return;
+    }
+    time_t secs = (time_t)ts->seconds;
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static int parse_time(const char *text, Google__Protobuf__Timestamp *ts)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        end = strptime(text, "%Y-%m-%d", &tm);
+    if (!end || (*end && strcmp(end, "Z") != 0))
+        return -1;
+    google__protobuf__timestamp__init(ts);
+    ts->seconds = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static int time_option(const char *what, const char *text, Google__Protobuf__Timestamp *ts)
+{
+    if (parse_time(text, ts) == 0)
+        return 0;
+    return bad_value(what, text, "YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+}
+
+/* ---- output ------------------------------------------------------------------ */
+
+#define JSON_PRETTY (JSON_INDENT(2) | JSON_PRESERVE_ORDER)
+
+/* Prints and releases j (NULL prints nothing). */
+static void emit_json(json_t *j, size_t flags)
+{
+    char *s = j ? json_dumps(j, flags) : NULL;
+    if (s)
+        puts(s);
+    free(s);
+    json_decref(j);
+}
+
+static void print_json(const ProtobufCMessage *m)
+{
+    emit_json(pbjson_encode(m), JSON_PRETTY);
+}
+
+/* One "label      value" line of a detail view. */
+static void kv(const char *label, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void kv(const char *label, const char *fmt, ...)
+{
+    va_list ap;
+    printf("%-10s ", label);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+}
+
+static void kv_time(const char *label, const Google__Protobuf__Timestamp *ts)
+{
+    char buf[32];
+    format_time(ts, buf, sizeof buf);
+    kv(label, "%s", buf);
+}
+
+/* ---- paging ------------------------------------------------------------------ */
+
+/* A List RPC followed page by page. Requests have page_token (and most
+ * page_size); responses have a repeated field of items and
+ * next_page_token — the descriptors find them, so one loop serves every
+ * list. */
+typedef struct Pager {
+    const char *what; /* "agents list", for messages */
+    const RpcMethod *method;
+    ProtobufCMessage *req; /* its page_token is set here */
+    const char *items;     /* the response's repeated field */
+    /* Prints one table row; row(NULL) prints the header. */
+    void (*row)(const ProtobufCMessage *item);
+    long limit; /* rows at most; 0 = all */
+} Pager;
+
+static const ProtobufCFieldDescriptor *field_named(const ProtobufCMessageDescriptor *d,
+                                                   const char *name)
+{
+    return protobuf_c_message_descriptor_get_field_by_name(d, name);
+}
+
+static void *field_at(const void *m, const ProtobufCFieldDescriptor *f)
+{
+    return (char *)m + f->offset;
+}
+
+/* Prints the rows (a table, or one JSON array at the end) until the pages
+ * or the limit run out. */
+static int list_pages(const Globals *g, RpcChannel *ch, const Pager *p)
+{
+    const ProtobufCMessageDescriptor *in = p->req->descriptor, *out = p->method->output;
+    const ProtobufCFieldDescriptor *items = field_named(out, p->items);
+    const ProtobufCFieldDescriptor *next_f = field_named(out, "next_page_token");
+    const ProtobufCFieldDescriptor *size_f = field_named(in, "page_size");
+    char **req_token = field_at(p->req, field_named(in, "page_token"));
+    uint32_t *page_size = size_f ? field_at(p->req, size_f) : NULL;
+    if (page_size && !*page_size && p->limit > 0 && p->limit <= MAX_PAGE)
+        *page_size = (uint32_t)p->limit; /* no more than will be shown */
+    json_t *all = g->json ? json_array() : NULL;
+    char *token = NULL;
+    long shown = 0;
+    int rc;
+    for (;;) {
+        *req_token = token ? token : (char *)"";
+        ProtobufCMessage *resp = NULL;
+        RpcCallOptions co = call_options(g);
+        RpcStatus st;
+        rc = call_result(p->what, rpc_unary(ch, p->method, p->req, &resp, &co, &st), &st);
+        if (rc != EXIT_OK)
+            break;
+        if (!all && !token)
+            p->row(NULL);
+        size_t n = *(const size_t *)((const char *)resp + items->quantifier_offset);
+        ProtobufCMessage *const *item = *(ProtobufCMessage *const *const *)field_at(resp, items);
+        for (size_t i = 0; i < n && (!p->limit || shown < p->limit); i++, shown++) {
+            if (all)
+                json_array_append_new(all, pbjson_encode(item[i]));
+            else
+                p->row(item[i]);
+        }
+        const char *next = *(char *const *)field_at(resp, next_f);
+        /* A token that does not move would loop forever. */
+        int more = next[0] && (!p->limit || shown < p->limit) && !(token && !strcmp(token, next));
+        free(token);
+        token = more ? strdup(next) : NULL;
+        protobuf_c_message_free_unpacked(resp, NULL);
+        if (more && !token) {
+            fprintf(stderr, "norn: %s: out of memory\n", p->what);
+            rc = EXIT_RPC;
+        }
+        if (!token)
+            break;
+    }
+    free(token);
+    *req_token = (char *)"";
+    if (all && rc == EXIT_OK)
+        emit_json(all, JSON_PRETTY);
+    else
+        json_decref(all);
+    return rc;
+}
+
+/* ---- health ------------------------------------------------------------------ */
+
 static const char *serving_name(Grpc__Health__V1__HealthCheckResponse__ServingStatus s)
 {
     switch (s) {
@@ -108,7 +461,7 @@ static int cmd_health(Globals *g, RpcChannel *ch, int argc, char **argv)
     };
     const char *service = "";
     int watch = 0, opt;
-    optind = 1;
+    options_begin();
     while ((opt = getopt_long(argc, argv, "s:wh", opts, NULL)) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
@@ -123,7 +476,7 @@ static int cmd_health(Globals *g, RpcChannel *ch, int argc, char **argv)
     }
     Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     req.service = (char *)service;
-    RpcCallOptions co = {.timeout_ms = g->timeout_ms};
+    RpcCallOptions co = call_options(g);
     RpcStatus st;
     if (!watch) {
         Grpc__Health__V1__HealthCheckResponse *resp = NULL;
@@ -170,72 +523,20 @@ static int cmd_health(Globals *g, RpcChannel *ch, int argc, char **argv)
 
 /* ---- sessions and steps ---------------------------------------------------- */
 
-static void print_json(const ProtobufCMessage *m)
+static void session_row(const ProtobufCMessage *m)
 {
-    json_t *j = pbjson_encode(m);
-    char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-    if (s)
-        puts(s);
-    free(s);
-    json_decref(j);
-}
-
-/* "QUALITY_GOOD" -> "GOOD": the table shows the part after the type prefix. */
-static const char *short_enum(const ProtobufCEnumDescriptor *d, int v, const char *prefix)
-{
-    const char *n = pbjson_enum_name(d, v);
-    size_t l = strlen(prefix);
-    return strncmp(n, prefix, l) == 0 ? n + l : n;
-}
-
-static void format_time(const Google__Protobuf__Timestamp *ts, char *buf, size_t cap)
-{
-    if (!ts) {
-        snprintf(buf, cap, "-");
+    if (!m) {
+        printf("%-28s %-20s %-10s %-9s %5s %6s  %s\n", "SESSION", "AGENT", "STATUS", "QUALITY",
+               "STEPS", "ISSUES", "STARTED (UTC)");
         return;
     }
-    time_t secs = (time_t)ts->seconds;
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
-}
-
-static int parse_enum(const ProtobufCEnumDescriptor *d, const char *prefix, const char *text,
-                      int *out)
-{
-    char full[128];
-    snprintf(full, sizeof full, "%s%s", prefix, text);
-    for (char *p = full; *p; p++)
-        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value_by_name(d, full);
-    if (!v || v->value == 0)
-        return -1;
-    *out = v->value;
-    return 0;
-}
-
-static int parse_time(const char *text, Google__Protobuf__Timestamp *ts)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end)
-        end = strptime(text, "%Y-%m-%d", &tm);
-    if (!end || (*end && strcmp(end, "Z") != 0))
-        return -1;
-    google__protobuf__timestamp__init(ts);
-    ts->seconds = (int64_t)timegm(&tm);
-    return 0;
-}
-
-static void print_session_row(const Norn__V1__Session *s)
-{
+    const Norn__V1__Session *s = (const Norn__V1__Session *)m;
     char started[32];
     format_time(s->started_at, started, sizeof started);
     printf("%-28s %-20.20s %-10s %-9s %5u %6u  %s\n", s->session_id, s->agent_name,
-           short_enum(&norn__v1__session_status__descriptor, s->status, "SESSION_STATUS_"),
-           short_enum(&norn__v1__session_quality__descriptor, s->overall_quality, "QUALITY_"),
-           s->total_steps, s->total_issues, started);
+           short_enum(&norn__v1__session_status__descriptor, s->status),
+           short_enum(&norn__v1__session_quality__descriptor, s->overall_quality), s->total_steps,
+           s->total_issues, started);
 }
 
 static int cmd_sessions_list(Globals *g, RpcChannel *ch, int argc, char **argv)
@@ -254,41 +555,42 @@ static int cmd_sessions_list(Globals *g, RpcChannel *ch, int argc, char **argv)
     };
     Norn__V1__ListSessionsRequest req = NORN__V1__LIST_SESSIONS_REQUEST__INIT;
     Google__Protobuf__Timestamp after, before;
-    long limit = 50;
+    long limit = DEFAULT_LIMIT, page_size = 0;
     int opt, v;
-    optind = 1;
+    options_begin();
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case 'a': req.agent_name = optarg; break;
         case 'w': req.swarm_id = optarg; break;
         case 's':
-            if (parse_enum(&norn__v1__session_status__descriptor, "SESSION_STATUS_", optarg, &v)) {
-                fprintf(stderr, "norn: --status must be active, completed or terminated\n");
+            if (enum_option(&norn__v1__session_status__descriptor, "--status", optarg, &v))
                 return EXIT_USAGE;
-            }
             req.status = (Norn__V1__SessionStatus)v;
             break;
         case 'q':
-            if (parse_enum(&norn__v1__session_quality__descriptor, "QUALITY_", optarg, &v)) {
-                fprintf(stderr, "norn: --quality must be excellent, good, poor, failed, stuck or "
-                                "pending\n");
+            if (enum_option(&norn__v1__session_quality__descriptor, "--quality", optarg, &v))
                 return EXIT_USAGE;
-            }
             req.quality = (Norn__V1__SessionQuality)v;
             break;
         case 'A':
-        case 'B':
-            if (parse_time(optarg, opt == 'A' ? &after : &before)) {
-                fprintf(stderr, "norn: times are YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)\n");
+            if (time_option("--after", optarg, &after))
                 return EXIT_USAGE;
-            }
-            if (opt == 'A')
-                req.started_after = &after;
-            else
-                req.started_before = &before;
+            req.started_after = &after;
             break;
-        case 'p': req.page_size = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'l': limit = strtol(optarg, NULL, 10); break;
+        case 'B':
+            if (time_option("--before", optarg, &before))
+                return EXIT_USAGE;
+            req.started_before = &before;
+            break;
+        case 'p':
+            if (count_option("--page-size", optarg, MAX_PAGE, &page_size))
+                return EXIT_USAGE;
+            req.page_size = (uint32_t)page_size;
+            break;
+        case 'l':
+            if (count_option("--limit", optarg, INT32_MAX, &limit))
+                return EXIT_USAGE;
+            break;
         case 'h':
             puts("usage: norn sessions list [--agent NAME] [--swarm ID] [--status STATUS]\n"
                  "                          [--quality QUALITY] [--after TIME] [--before TIME]\n"
@@ -299,46 +601,15 @@ static int cmd_sessions_list(Globals *g, RpcChannel *ch, int argc, char **argv)
         default: return EXIT_USAGE;
         }
     }
-    if (!g->json)
-        printf("%-28s %-20s %-10s %-9s %5s %6s  %s\n", "SESSION", "AGENT", "STATUS", "QUALITY",
-               "STEPS", "ISSUES", "STARTED (UTC)");
-    long shown = 0;
-    char *token = NULL;
-    int rc = EXIT_OK;
-    json_t *all = g->json ? json_array() : NULL;
-    for (;;) {
-        req.page_token = token ? token : (char *)"";
-        Norn__V1__ListSessionsResponse *resp = NULL;
-        RpcCallOptions co = {.timeout_ms = g->timeout_ms};
-        RpcStatus st;
-        RpcCode code = norn__v1__session_service__list_sessions__call(ch, &req, &resp, &co, &st);
-        if (code != RPC_OK) {
-            rc = report_error("sessions list", &st);
-            rpc_status_clear(&st);
-            break;
-        }
-        rpc_status_clear(&st);
-        for (size_t i = 0; i < resp->n_sessions && (limit == 0 || shown < limit); i++, shown++) {
-            if (all)
-                json_array_append_new(all, pbjson_encode(&resp->sessions[i]->base));
-            else
-                print_session_row(resp->sessions[i]);
-        }
-        free(token);
-        token = resp->next_page_token[0] ? strdup(resp->next_page_token) : NULL;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-        if (!token || (limit && shown >= limit))
-            break;
-    }
-    free(token);
-    if (all) {
-        char *s = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (s && rc == EXIT_OK)
-            puts(s);
-        free(s);
-        json_decref(all);
-    }
-    return rc;
+    if (need_operands(argc, 0, "sessions list", "no operands"))
+        return EXIT_USAGE;
+    Pager p = {"sessions list",
+               &norn__v1__session_service__rpc.methods[NORN__V1__SESSION_SERVICE__LIST_SESSIONS],
+               &req.base,
+               "sessions",
+               session_row,
+               limit};
+    return list_pages(g, ch, &p);
 }
 
 static int cmd_sessions_get(Globals *g, RpcChannel *ch, int argc, char **argv)
@@ -351,7 +622,7 @@ static int cmd_sessions_get(Globals *g, RpcChannel *ch, int argc, char **argv)
     };
     Norn__V1__GetSessionRequest req = NORN__V1__GET_SESSION_REQUEST__INIT;
     int opt;
-    optind = 1;
+    options_begin();
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case 's': req.include_steps = 1; break;
@@ -363,43 +634,38 @@ static int cmd_sessions_get(Globals *g, RpcChannel *ch, int argc, char **argv)
         default: return EXIT_USAGE;
         }
     }
-    if (optind != argc - 1) {
-        fprintf(stderr, "norn: sessions get needs one session id\n");
+    if (need_operands(argc, 1, "sessions get", "one session id"))
         return EXIT_USAGE;
-    }
     req.session_id = argv[optind];
     Norn__V1__GetSessionResponse *resp = NULL;
-    RpcCallOptions co = {.timeout_ms = g->timeout_ms};
+    RpcCallOptions co = call_options(g);
     RpcStatus st;
-    if (norn__v1__session_service__get_session__call(ch, &req, &resp, &co, &st) != RPC_OK) {
-        int rc = report_error("sessions get", &st);
-        rpc_status_clear(&st);
+    int rc =
+        call_result("sessions get",
+                    norn__v1__session_service__get_session__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
         return rc;
-    }
-    rpc_status_clear(&st);
     const Norn__V1__Session *s = resp->session;
     if (g->json || !s) {
         print_json(&resp->base);
     } else {
-        char started[32], ended[32];
-        format_time(s->started_at, started, sizeof started);
-        format_time(s->ended_at, ended, sizeof ended);
-        printf("session    %s\nagent      %s\nstatus     %s\nquality    %s\nsteps      %u\n"
-               "issues     %u\nstarted    %s\nended      %s\nrevision   %llu\n",
-               s->session_id, s->agent_name,
-               short_enum(&norn__v1__session_status__descriptor, s->status, "SESSION_STATUS_"),
-               short_enum(&norn__v1__session_quality__descriptor, s->overall_quality, "QUALITY_"),
-               s->total_steps, s->total_issues, started, ended, (unsigned long long)s->revision);
+        kv("session", "%s", s->session_id);
+        kv("agent", "%s", s->agent_name);
+        kv("status", "%s", short_enum(&norn__v1__session_status__descriptor, s->status));
+        kv("quality", "%s", short_enum(&norn__v1__session_quality__descriptor, s->overall_quality));
+        kv("steps", "%u", s->total_steps);
+        kv("issues", "%u", s->total_issues);
+        kv_time("started", s->started_at);
+        kv_time("ended", s->ended_at);
+        kv("revision", "%llu", (unsigned long long)s->revision);
         if (s->task && s->task->description[0])
-            printf("task       %s\n", s->task->description);
+            kv("task", "%s", s->task->description);
         for (size_t i = 0; i < s->n_steps; i++)
             printf("  step %-4u %-24.24s %s\n", s->steps[i]->step_number, s->steps[i]->tool_name,
-                   short_enum(&norn__v1__step_status__descriptor, s->steps[i]->status,
-                              "STEP_STATUS_"));
+                   short_enum(&norn__v1__step_status__descriptor, s->steps[i]->status));
         for (size_t i = 0; i < s->n_issues; i++)
             printf("  issue %-20s sev %-2d %s\n",
-                   short_enum(&norn__v1__issue_type__descriptor, s->issues[i]->issue_type,
-                              "ISSUE_TYPE_"),
+                   short_enum(&norn__v1__issue_type__descriptor, s->issues[i]->issue_type),
                    s->issues[i]->severity, s->issues[i]->description);
     }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -408,81 +674,64 @@ static int cmd_sessions_get(Globals *g, RpcChannel *ch, int argc, char **argv)
 
 static int cmd_sessions_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
 {
-    if (argc != 2 || strcmp(argv[1], "--help") == 0) {
-        puts("usage: norn sessions delete ID\n"
-             "  Deletes the session with its steps, issues, audit events and index rows.");
-        return argc == 2 ? EXIT_OK : EXIT_USAGE;
-    }
-    Norn__V1__DeleteSessionRequest req = NORN__V1__DELETE_SESSION_REQUEST__INIT;
-    req.session_id = argv[1];
-    Norn__V1__DeleteSessionResponse *resp = NULL;
-    RpcCallOptions co = {.timeout_ms = g->timeout_ms};
-    RpcStatus st;
-    if (norn__v1__session_service__delete_session__call(ch, &req, &resp, &co, &st) != RPC_OK) {
-        int rc = report_error("sessions delete", &st);
-        rpc_status_clear(&st);
+    int rc =
+        help_only(argc, argv,
+                  "usage: norn sessions delete ID\n"
+                  "  Deletes the session with its steps, issues, audit events and index rows.");
+    if (rc >= 0)
         return rc;
-    }
-    rpc_status_clear(&st);
+    if (need_operands(argc, 1, "sessions delete", "one session id"))
+        return EXIT_USAGE;
+    Norn__V1__DeleteSessionRequest req = NORN__V1__DELETE_SESSION_REQUEST__INIT;
+    req.session_id = argv[optind];
+    Norn__V1__DeleteSessionResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("sessions delete",
+                     norn__v1__session_service__delete_session__call(ch, &req, &resp, &co, &st),
+                     &st);
+    if (rc != EXIT_OK)
+        return rc;
     if (g->json)
         print_json(&resp->base);
     else
-        printf("deleted %s (revision %llu)\n", argv[1], (unsigned long long)resp->revision);
+        printf("deleted %s (revision %llu)\n", req.session_id, (unsigned long long)resp->revision);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return EXIT_OK;
 }
 
+static void step_row(const ProtobufCMessage *m)
+{
+    if (!m) {
+        printf("%-5s %-24s %-11s %-9s %10s\n", "STEP", "TOOL", "STATUS", "RESULT", "MS");
+        return;
+    }
+    const Norn__V1__Step *s = (const Norn__V1__Step *)m;
+    printf("%-5u %-24.24s %-11s %-9s %10.1f\n", s->step_number, s->tool_name,
+           short_enum(&norn__v1__step_status__descriptor, s->status),
+           short_enum(&norn__v1__result_status__descriptor, s->result_status),
+           s->execution_time_ms);
+}
+
 static int cmd_steps_list(Globals *g, RpcChannel *ch, int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        puts("usage: norn steps list SESSION_ID\n  Every step of the session, in order.");
-        return argc == 2 && strcmp(argv[1], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
-    }
+    int rc = help_only(argc, argv,
+                       "usage: norn steps list SESSION_ID\n"
+                       "  Every step of the session, in order.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "steps list", "one session id"))
+        return EXIT_USAGE;
     Norn__V1__ListStepsRequest req = NORN__V1__LIST_STEPS_REQUEST__INIT;
-    req.session_id = argv[1];
+    req.session_id = argv[optind];
     req.page_size = 500;
-    char *token = NULL;
-    json_t *all = g->json ? json_array() : NULL;
-    int rc = EXIT_OK;
-    if (!all)
-        printf("%-5s %-24s %-11s %-9s %10s\n", "STEP", "TOOL", "STATUS", "RESULT", "MS");
-    for (;;) {
-        req.page_token = token ? token : (char *)"";
-        Norn__V1__ListStepsResponse *resp = NULL;
-        RpcCallOptions co = {.timeout_ms = g->timeout_ms};
-        RpcStatus st;
-        if (norn__v1__session_service__list_steps__call(ch, &req, &resp, &co, &st) != RPC_OK) {
-            rc = report_error("steps list", &st);
-            rpc_status_clear(&st);
-            break;
-        }
-        rpc_status_clear(&st);
-        for (size_t i = 0; i < resp->n_steps; i++) {
-            const Norn__V1__Step *s = resp->steps[i];
-            if (all)
-                json_array_append_new(all, pbjson_encode(&s->base));
-            else
-                printf("%-5u %-24.24s %-11s %-9s %10.1f\n", s->step_number, s->tool_name,
-                       short_enum(&norn__v1__step_status__descriptor, s->status, "STEP_STATUS_"),
-                       short_enum(&norn__v1__result_status__descriptor, s->result_status,
-                                  "RESULT_STATUS_"),
-                       s->execution_time_ms);
-        }
-        free(token);
-        token = resp->next_page_token[0] ? strdup(resp->next_page_token) : NULL;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-        if (!token)
-            break;
-    }
-    free(token);
-    if (all) {
-        char *s = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (s && rc == EXIT_OK)
-            puts(s);
-        free(s);
-        json_decref(all);
-    }
-    return rc;
+    Pager p = {"steps list",
+               &norn__v1__session_service__rpc.methods[NORN__V1__SESSION_SERVICE__LIST_STEPS],
+               &req.base,
+               "steps",
+               step_row,
+               0};
+    return list_pages(g, ch, &p);
 }
 
 /* ---- watch ------------------------------------------------------------------- */
@@ -490,29 +739,20 @@ static int cmd_steps_list(Globals *g, RpcChannel *ch, int argc, char **argv)
 static void print_watch_line(const Globals *g, const Norn__V1__WatchSessionsResponse *m)
 {
     if (g->json) {
-        json_t *j = pbjson_encode(&m->base);
-        char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (s)
-            puts(s);
-        free(s);
-        json_decref(j);
+        emit_json(pbjson_encode(&m->base), JSON_COMPACT | JSON_PRESERVE_ORDER);
     } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA) {
         const Norn__V1__SessionDelta *d = m->delta;
         const Norn__V1__Session *s = d->session;
-        printf(
-            "%-8llu %-13s %-28s %-16.16s %-10s %-9s steps=%u issues=%u",
-            (unsigned long long)d->revision,
-            short_enum(&norn__v1__delta_kind__descriptor, d->kind, "DELTA_KIND_"),
-            s ? s->session_id : "-", s ? s->agent_name : "-",
-            s ? short_enum(&norn__v1__session_status__descriptor, s->status, "SESSION_STATUS_")
-              : "-",
-            s ? short_enum(&norn__v1__session_quality__descriptor, s->overall_quality, "QUALITY_")
-              : "-",
-            s ? s->total_steps : 0, s ? s->total_issues : 0);
+        printf("%-8llu %-13s %-28s %-16.16s %-10s %-9s steps=%u issues=%u",
+               (unsigned long long)d->revision,
+               short_enum(&norn__v1__delta_kind__descriptor, d->kind), s ? s->session_id : "-",
+               s ? s->agent_name : "-",
+               s ? short_enum(&norn__v1__session_status__descriptor, s->status) : "-",
+               s ? short_enum(&norn__v1__session_quality__descriptor, s->overall_quality) : "-",
+               s ? s->total_steps : 0, s ? s->total_issues : 0);
         for (size_t i = 0; i < d->n_steps; i++)
             printf(" [%u %s %s]", d->steps[i]->step_number, d->steps[i]->tool_name,
-                   short_enum(&norn__v1__step_status__descriptor, d->steps[i]->status,
-                              "STEP_STATUS_"));
+                   short_enum(&norn__v1__step_status__descriptor, d->steps[i]->status));
         putchar('\n');
     } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_INITIAL) {
         printf("initial  %-28s %-16.16s revision=%llu\n", m->initial->session_id,
@@ -544,7 +784,7 @@ static int cmd_watch(Globals *g, RpcChannel *ch, int argc, char **argv)
     char *ids[100];
     long count = 0;
     int opt;
-    optind = 1;
+    options_begin();
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (opt) {
         case 's':
@@ -630,15 +870,785 @@ static int cmd_watch(Globals *g, RpcChannel *ch, int argc, char **argv)
     }
 }
 
+/* ---- agents ------------------------------------------------------------------ */
+
+static void agent_row(const ProtobufCMessage *m)
+{
+    if (!m) {
+        printf("%-31s %-24s %-6s %-10s %s\n", "AGENT", "NAME", "SOURCE", "STATUS", "ADDED (UTC)");
+        return;
+    }
+    const Norn__V1__Agent *a = (const Norn__V1__Agent *)m;
+    char added[32];
+    format_time(a->added_at, added, sizeof added);
+    printf("%-31s %-24.24s %-6s %-10s %s\n", a->agent_id, a->name,
+           short_enum(&norn__v1__agent_source__descriptor, a->source),
+           short_enum(&norn__v1__agent_status__descriptor, a->status), added);
+}
+
+static int cmd_agents_list(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"source", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__ListAgentsRequest req = NORN__V1__LIST_AGENTS_REQUEST__INIT;
+    long limit = DEFAULT_LIMIT;
+    int opt, v;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            if (enum_option(&norn__v1__agent_source__descriptor, "--source", optarg, &v))
+                return EXIT_USAGE;
+            req.source = (Norn__V1__AgentSource)v;
+            break;
+        case 'l':
+            if (count_option("--limit", optarg, INT32_MAX, &limit))
+                return EXIT_USAGE;
+            break;
+        case 'h':
+            puts("usage: norn agents list [--source hook|git|zip] [--limit N]\n"
+                 "  Registered agents; follows pages until --limit rows (default 50,\n"
+                 "  0 = all).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 0, "agents list", "no operands"))
+        return EXIT_USAGE;
+    Pager p = {
+        "agents list", &norn__v1__agent_service__rpc.methods[NORN__V1__AGENT_SERVICE__LIST_AGENTS],
+        &req.base,     "agents",
+        agent_row,     limit};
+    return list_pages(g, ch, &p);
+}
+
+static void print_agent(const Norn__V1__Agent *a)
+{
+    kv("agent", "%s", a->agent_id);
+    kv("name", "%s", a->name);
+    kv("source", "%s", short_enum(&norn__v1__agent_source__descriptor, a->source));
+    kv("status", "%s", short_enum(&norn__v1__agent_status__descriptor, a->status));
+    kv_time("added", a->added_at);
+    const struct {
+        const char *label, *value;
+    } optional[] = {
+        {"task", a->task_description},
+        {"file", a->source_file},
+        {"url", a->url},
+        {"ref", a->ref},
+        {"commit", a->commit},
+        {"subdir", a->subdir},
+        {"main file", a->main_file},
+        {"last run", a->last_run_id},
+    };
+    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++)
+        if (optional[i].value[0])
+            kv(optional[i].label, "%s", optional[i].value);
+    const Norn__V1__DiscoveryReport *d = a->discovery;
+    if (!d)
+        return;
+    kv("type", "%s", d->agent_type);
+    for (size_t i = 0; i < d->n_tools; i++)
+        printf("  tool %-24s %s\n", d->tools[i]->name, d->tools[i]->description);
+    for (size_t i = 0; i < d->n_findings; i++)
+        printf("  finding %-22s %-6s %s\n", d->findings[i]->kind,
+               short_enum(&norn__v1__finding_severity__descriptor, d->findings[i]->severity),
+               d->findings[i]->detail);
+    if (d->error[0])
+        kv("error", "%s", d->error);
+}
+
+static int cmd_agents_get(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn agents get ID\n"
+                       "  One agent: where it came from, its status and what discovery "
+                       "found.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "agents get", "one agent id"))
+        return EXIT_USAGE;
+    Norn__V1__GetAgentRequest req = NORN__V1__GET_AGENT_REQUEST__INIT;
+    req.agent_id = argv[optind];
+    Norn__V1__GetAgentResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("agents get",
+                     norn__v1__agent_service__get_agent__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->agent)
+        print_json(&resp->base);
+    else
+        print_agent(resp->agent);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static int cmd_agents_register(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"task", required_argument, NULL, 't'},
+        {"source-file", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__RegisterAgentRequest req = NORN__V1__REGISTER_AGENT_REQUEST__INIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 't': req.task_description = optarg; break;
+        case 'f': req.source_file = optarg; break;
+        case 'h':
+            puts("usage: norn agents register NAME [--task TEXT] [--source-file F]\n"
+                 "  Registers an instrumented (hook) agent, as its hook does. A name that\n"
+                 "  is already registered answers the existing agent.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "agents register", "one agent name"))
+        return EXIT_USAGE;
+    req.name = argv[optind];
+    Norn__V1__RegisterAgentResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    int rc =
+        call_result("agents register",
+                    norn__v1__agent_service__register_agent__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->agent)
+        print_json(&resp->base);
+    else
+        printf(resp->created ? "registered %s as %s\n" : "%s was already registered as %s\n",
+               resp->agent->name, resp->agent->agent_id);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static int cmd_agents_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"with-sessions", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__DeleteAgentRequest req = NORN__V1__DELETE_AGENT_REQUEST__INIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's': req.delete_sessions = 1; break;
+        case 'h':
+            puts("usage: norn agents delete ID [--with-sessions]\n"
+                 "  Removes the agent and its workspace; --with-sessions also deletes its\n"
+                 "  sessions.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "agents delete", "one agent id"))
+        return EXIT_USAGE;
+    req.agent_id = argv[optind];
+    Norn__V1__DeleteAgentResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    int rc =
+        call_result("agents delete",
+                    norn__v1__agent_service__delete_agent__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json)
+        print_json(&resp->base);
+    else
+        printf("deleted %s (%u sessions)\n", req.agent_id, resp->deleted_sessions);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+/* ---- swarms ------------------------------------------------------------------ */
+
+static void swarm_row(const ProtobufCMessage *m)
+{
+    if (!m) {
+        printf("%-28s %6s %-9s %9s  %s\n", "SWARM", "AGENTS", "QUALITY", "ALIGNMENT",
+               "STARTED (UTC)");
+        return;
+    }
+    const Norn__V1__Swarm *s = (const Norn__V1__Swarm *)m;
+    char started[32], align[16] = "-";
+    format_time(s->started_at, started, sizeof started);
+    if (s->optional_alignment_score_case)
+        snprintf(align, sizeof align, "%.3f", s->alignment_score);
+    printf("%-28s %6u %-9s %9s  %s\n", s->swarm_id, s->agent_count,
+           short_enum(&norn__v1__session_quality__descriptor, s->overall_quality), align, started);
+}
+
+static int cmd_swarms_list(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__ListSwarmsRequest req = NORN__V1__LIST_SWARMS_REQUEST__INIT;
+    long limit = DEFAULT_LIMIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'l':
+            if (count_option("--limit", optarg, INT32_MAX, &limit))
+                return EXIT_USAGE;
+            break;
+        case 'h':
+            puts("usage: norn swarms list [--limit N]\n"
+                 "  Swarms newest first, with their worst member quality and task alignment;\n"
+                 "  follows pages until --limit rows (default 50, 0 = all).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 0, "swarms list", "no operands"))
+        return EXIT_USAGE;
+    Pager p = {
+        "swarms list", &norn__v1__swarm_service__rpc.methods[NORN__V1__SWARM_SERVICE__LIST_SWARMS],
+        &req.base,     "swarms",
+        swarm_row,     limit};
+    return list_pages(g, ch, &p);
+}
+
+/* An optional score: the number, or "-" when the oneof is unset. */
+static const char *score(int set, int value, char *buf, size_t cap)
+{
+    if (!set)
+        return "-";
+    snprintf(buf, cap, "%d", value);
+    return buf;
+}
+
+static void print_swarm(const Norn__V1__GetSwarmResponse *r)
+{
+    const Norn__V1__Swarm *s = r->swarm;
+    kv("swarm", "%s", s->swarm_id);
+    kv("agents", "%u", s->agent_count);
+    kv("quality", "%s", short_enum(&norn__v1__session_quality__descriptor, s->overall_quality));
+    if (s->optional_alignment_score_case)
+        kv("alignment", "%.3f", s->alignment_score);
+    else
+        kv("alignment", "-");
+    kv_time("started", s->started_at);
+    kv_time("ended", s->ended_at);
+    if (r->analysis && r->analysis->summary[0])
+        kv("analysis", "%s", r->analysis->summary);
+    printf("\n%5s %-28s %-20s %-9s %-10s %5s %4s %4s\n", "ORDER", "SESSION", "AGENT", "QUALITY",
+           "STATUS", "STEPS", "EFF", "SEC");
+    for (size_t i = 0; i < s->n_agents; i++) {
+        const Norn__V1__SwarmMember *m = s->agents[i];
+        char eff[16], sec[16];
+        printf("%5u %-28s %-20.20s %-9s %-10s %5u %4s %4s\n", m->swarm_order, m->session_id,
+               m->agent_name,
+               short_enum(&norn__v1__session_quality__descriptor, m->overall_quality),
+               short_enum(&norn__v1__session_status__descriptor, m->status), m->total_steps,
+               score(m->optional_efficiency_score_case, m->efficiency_score, eff, sizeof eff),
+               score(m->optional_security_score_case, m->security_score, sec, sizeof sec));
+    }
+    if (s->n_handoffs)
+        printf("\nhandoffs\n");
+    for (size_t i = 0; i < s->n_handoffs; i++) {
+        const Norn__V1__Handoff *h = s->handoffs[i];
+        printf("  %u %s -> %u %s: %.60s%s\n", h->source_order, h->source_agent_name,
+               h->target_order, h->target_agent_name, h->handoff_input,
+               strlen(h->handoff_input) > 60 ? "..." : "");
+    }
+    if (r->n_sessions) {
+        putchar('\n');
+        session_row(NULL);
+    }
+    for (size_t i = 0; i < r->n_sessions; i++)
+        session_row(&r->sessions[i]->base);
+}
+
+static int cmd_swarms_get(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"sessions", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__GetSwarmRequest req = NORN__V1__GET_SWARM_REQUEST__INIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 's': req.include_sessions = 1; break;
+        case 'h':
+            puts("usage: norn swarms get ID [--sessions]\n"
+                 "  One swarm: its members in pipeline order with their quality and scores,\n"
+                 "  the hand-offs between them and the task alignment score. --sessions\n"
+                 "  adds the member sessions.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "swarms get", "one swarm id"))
+        return EXIT_USAGE;
+    req.swarm_id = argv[optind];
+    Norn__V1__GetSwarmResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    int rc = call_result("swarms get",
+                         norn__v1__swarm_service__get_swarm__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->swarm)
+        print_json(&resp->base);
+    else
+        print_swarm(resp);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static int cmd_swarms_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn swarms delete ID\n"
+                       "  Deletes every member session of the swarm (as sessions delete "
+                       "does)\n  and its cached analysis.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "swarms delete", "one swarm id"))
+        return EXIT_USAGE;
+    Norn__V1__DeleteSwarmRequest req = NORN__V1__DELETE_SWARM_REQUEST__INIT;
+    req.swarm_id = argv[optind];
+    Norn__V1__DeleteSwarmResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("swarms delete",
+                     norn__v1__swarm_service__delete_swarm__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json)
+        print_json(&resp->base);
+    else
+        printf("deleted %s (%u sessions)\n", req.swarm_id, resp->deleted_sessions);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+/* ---- audit ------------------------------------------------------------------- */
+
+static void audit_row(const ProtobufCMessage *m)
+{
+    if (!m) {
+        printf("%-22s %-19s %-13s %-8s %-28s %-16s %s\n", "EVENT", "TIME (UTC)", "TYPE", "SEVERITY",
+               "SESSION", "AGENT", "SUMMARY");
+        return;
+    }
+    const Norn__V1__AuditEvent *e = (const Norn__V1__AuditEvent *)m;
+    char when[32];
+    format_time(e->timestamp, when, sizeof when);
+    printf("%-22s %-19s %-13s %-8s %-28s %-16.16s %s\n", e->event_id, when,
+           short_enum(&norn__v1__audit_event_type__descriptor, e->event_type),
+           short_enum(&norn__v1__audit_severity__descriptor, e->severity), e->session_id,
+           e->agent_name, e->summary);
+}
+
+static int cmd_audit_list(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"type", required_argument, NULL, 't'},
+        {"agent", required_argument, NULL, 'a'},
+        {"session", required_argument, NULL, 's'},
+        {"min-severity", required_argument, NULL, 'm'},
+        {"since", required_argument, NULL, 'S'},
+        {"until", required_argument, NULL, 'U'},
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__ListAuditEventsRequest req = NORN__V1__LIST_AUDIT_EVENTS_REQUEST__INIT;
+    Google__Protobuf__Timestamp since, until;
+    long limit = DEFAULT_LIMIT;
+    int opt, v;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 't':
+            if (enum_option(&norn__v1__audit_event_type__descriptor, "--type", optarg, &v))
+                return EXIT_USAGE;
+            req.event_type = (Norn__V1__AuditEventType)v;
+            break;
+        case 'a': req.agent_name = optarg; break;
+        case 's': req.session_id = optarg; break;
+        case 'm':
+            if (enum_option(&norn__v1__audit_severity__descriptor, "--min-severity", optarg, &v))
+                return EXIT_USAGE;
+            req.min_severity = (Norn__V1__AuditSeverity)v;
+            break;
+        case 'S':
+            if (time_option("--since", optarg, &since))
+                return EXIT_USAGE;
+            req.start_time = &since;
+            break;
+        case 'U':
+            if (time_option("--until", optarg, &until))
+                return EXIT_USAGE;
+            req.end_time = &until;
+            break;
+        case 'l':
+            if (count_option("--limit", optarg, INT32_MAX, &limit))
+                return EXIT_USAGE;
+            break;
+        case 'h':
+            puts("usage: norn audit list [--type TYPE] [--agent NAME] [--session ID]\n"
+                 "                       [--min-severity info|warning|critical]\n"
+                 "                       [--since TIME] [--until TIME] [--limit N]\n"
+                 "  The audit trail newest first; follows pages until --limit rows (default\n"
+                 "  50, 0 = all). TYPE is session_start, tool_call, issue, session_end or\n"
+                 "  guard_action. --since is inclusive, --until exclusive; TIME is\n"
+                 "  YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 0, "audit list", "no operands"))
+        return EXIT_USAGE;
+    Pager p = {"audit list",
+               &norn__v1__audit_service__rpc.methods[NORN__V1__AUDIT_SERVICE__LIST_AUDIT_EVENTS],
+               &req.base,
+               "events",
+               audit_row,
+               limit};
+    return list_pages(g, ch, &p);
+}
+
+static int cmd_audit_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn audit delete EVENT_ID\n"
+                       "  Deletes that one audit event; the session it tells of stays.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "audit delete", "one event id"))
+        return EXIT_USAGE;
+    Norn__V1__DeleteAuditEventRequest req = NORN__V1__DELETE_AUDIT_EVENT_REQUEST__INIT;
+    req.event_id = argv[optind];
+    Norn__V1__DeleteAuditEventResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("audit delete",
+                     norn__v1__audit_service__delete_audit_event__call(ch, &req, &resp, &co, &st),
+                     &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json)
+        print_json(&resp->base);
+    else
+        printf("deleted %s\n", req.event_id);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+/* ---- config ------------------------------------------------------------------ */
+
+/* Config is flat: every field a singular scalar, enum or string. Both
+ * commands go by its descriptor, so new settings need no code here. */
+static int settable(const ProtobufCFieldDescriptor *f)
+{
+    return f->label == PROTOBUF_C_LABEL_NONE && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+           f->type != PROTOBUF_C_TYPE_BYTES;
+}
+
+static void print_setting(const ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
+{
+    const void *p = field_at(m, f);
+    printf("%s = ", f->name);
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_BOOL:
+        fputs(*(const protobuf_c_boolean *)p ? "true" : "false", stdout);
+        break;
+    case PROTOBUF_C_TYPE_ENUM: fputs(short_enum(f->descriptor, *(const int *)p), stdout); break;
+    case PROTOBUF_C_TYPE_STRING: fputs(*(char *const *)p, stdout); break;
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32: printf("%d", *(const int32_t *)p); break;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32: printf("%u", *(const uint32_t *)p); break;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64: printf("%lld", (long long)*(const int64_t *)p); break;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64: printf("%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case PROTOBUF_C_TYPE_FLOAT: printf("%g", (double)*(const float *)p); break;
+    case PROTOBUF_C_TYPE_DOUBLE: printf("%g", *(const double *)p); break;
+    default: break;
+    }
+    putchar('\n');
+}
+
+/* Parses `text` by the field's type into m; -1 (with a message) when it
+ * does not fit. The string value points into text. */
+static int parse_setting(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, char *text)
+{
+    void *p = field_at(m, f);
+    uint64_t u;
+    int64_t s;
+    int e;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_BOOL:
+        if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0)
+            return bad_value(f->name, text, "true or false");
+        *(protobuf_c_boolean *)p = text[0] == 't';
+        return 0;
+    case PROTOBUF_C_TYPE_ENUM:
+        if (enum_option(f->descriptor, f->name, text, &e))
+            return -1;
+        *(int *)p = e;
+        return 0;
+    case PROTOBUF_C_TYPE_STRING: *(char **)p = text; return 0;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        if (parse_uint(text, UINT32_MAX, &u))
+            return bad_value(f->name, text, "a whole number from 0 to 4294967295");
+        *(uint32_t *)p = (uint32_t)u;
+        return 0;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        if (parse_uint(text, UINT64_MAX, &u))
+            return bad_value(f->name, text, "a whole number >= 0");
+        *(uint64_t *)p = u;
+        return 0;
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        if (parse_int(text, INT32_MIN, INT32_MAX, &s))
+            return bad_value(f->name, text, "a 32-bit whole number");
+        *(int32_t *)p = (int32_t)s;
+        return 0;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        if (parse_int(text, INT64_MIN, INT64_MAX, &s))
+            return bad_value(f->name, text, "a 64-bit whole number");
+        *(int64_t *)p = s;
+        return 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE: {
+        char *end;
+        errno = 0;
+        double d = strtod(text, &end);
+        if (!*text || *end || errno == ERANGE || !isfinite(d))
+            return bad_value(f->name, text, "a number");
+        if (f->type == PROTOBUF_C_TYPE_FLOAT)
+            *(float *)p = (float)d;
+        else
+            *(double *)p = d;
+        return 0;
+    }
+    default: return bad_value(f->name, text, "set some other way");
+    }
+}
+
+static int cmd_config_get(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn config get\n"
+                       "  Every setting as `name = value` (enums by short name, e.g. guard_mode "
+                       "=\n  MONITOR); -o json adds the runtime facts (version, start time).");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 0, "config get", "no operands"))
+        return EXIT_USAGE;
+    Norn__V1__GetConfigRequest req = NORN__V1__GET_CONFIG_REQUEST__INIT;
+    Norn__V1__GetConfigResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("config get",
+                     norn__v1__config_service__get_config__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->config) {
+        print_json(&resp->base);
+    } else {
+        const ProtobufCMessageDescriptor *d = resp->config->base.descriptor;
+        for (unsigned i = 0; i < d->n_fields; i++)
+            if (settable(&d->fields[i]))
+                print_setting(&resp->config->base, &d->fields[i]);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+/* Parses one KEY=VALUE into config and names KEY in mask (once: the last
+ * value given wins). */
+static int add_setting(Norn__V1__Config *config, Google__Protobuf__FieldMask *mask, char *arg)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq || eq == arg) {
+        fprintf(stderr, "norn: config set: '%s' is not KEY=VALUE\n", arg);
+        return EXIT_USAGE;
+    }
+    *eq = '\0';
+    const ProtobufCFieldDescriptor *f = field_named(config->base.descriptor, arg);
+    int unknown = !f || !settable(f);
+    if (unknown)
+        fprintf(stderr, "norn: config set: unknown key '%s' (see norn config get)\n", arg);
+    *eq = '=';
+    if (unknown || parse_setting(&config->base, f, eq + 1))
+        return EXIT_USAGE;
+    size_t k = 0;
+    while (k < mask->n_paths && strcmp(mask->paths[k], f->name) != 0)
+        k++;
+    if (k == mask->n_paths)
+        mask->paths[mask->n_paths++] = (char *)f->name;
+    return EXIT_OK;
+}
+
+static int cmd_config_set(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn config set KEY=VALUE [KEY=VALUE...]\n"
+                       "  Changes the named settings together (see norn config get for the "
+                       "keys).\n  Values by type: true or false, whole numbers, enum names "
+                       "(enforce or\n  GUARD_MODE_ENFORCE), text. The server checks the "
+                       "ranges; nothing changes\n  when one is refused.");
+    if (rc >= 0)
+        return rc;
+    if (optind == argc) {
+        fprintf(stderr, "norn: config set needs KEY=VALUE (see norn config set --help)\n");
+        return EXIT_USAGE;
+    }
+    Norn__V1__Config config = NORN__V1__CONFIG__INIT;
+    Google__Protobuf__FieldMask mask = GOOGLE__PROTOBUF__FIELD_MASK__INIT;
+    char **paths = calloc((size_t)argc, sizeof *paths);
+    if (!paths)
+        return EXIT_RPC;
+    mask.paths = paths;
+    rc = EXIT_OK;
+    for (int i = optind; i < argc && rc == EXIT_OK; i++)
+        rc = add_setting(&config, &mask, argv[i]);
+    Norn__V1__UpdateConfigResponse *resp = NULL;
+    if (rc == EXIT_OK) {
+        Norn__V1__UpdateConfigRequest req = NORN__V1__UPDATE_CONFIG_REQUEST__INIT;
+        req.config = &config;
+        req.update_mask = &mask;
+        RpcCallOptions co = call_options(g);
+        RpcStatus st;
+        rc = call_result("config set",
+                         norn__v1__config_service__update_config__call(ch, &req, &resp, &co, &st),
+                         &st);
+    }
+    if (rc == EXIT_OK) {
+        if (g->json || !resp->config)
+            print_json(&resp->base);
+        else
+            for (size_t k = 0; k < mask.n_paths; k++)
+                print_setting(&resp->config->base,
+                              field_named(resp->config->base.descriptor, mask.paths[k]));
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    free(paths);
+    return rc;
+}
+
+/* ---- stats ------------------------------------------------------------------- */
+
+static void print_stats(const Norn__V1__Stats *s)
+{
+    kv("sessions", "%llu", (unsigned long long)s->total_sessions);
+    kv("active", "%llu", (unsigned long long)s->active_sessions);
+    kv("completed", "%llu", (unsigned long long)s->completed_sessions);
+    kv("terminated", "%llu", (unsigned long long)s->terminated_sessions);
+    kv("threats", "%llu critical", (unsigned long long)s->critical_threats);
+    kv("steps", "%llu", (unsigned long long)s->total_steps);
+    kv("issues", "%llu", (unsigned long long)s->total_issues);
+    kv("agents", "%llu", (unsigned long long)s->total_agents);
+    kv("runs", "%llu queued, %llu running", (unsigned long long)s->queued_runs,
+       (unsigned long long)s->running_runs);
+    kv("efficiency", "%.1f average", s->avg_efficiency);
+    kv("security", "%.1f average", s->avg_security);
+    kv("revision", "%llu", (unsigned long long)s->revision);
+    if (s->n_sessions_by_quality)
+        printf("\n%-16s %8s\n", "QUALITY", "SESSIONS");
+    for (size_t i = 0; i < s->n_sessions_by_quality; i++)
+        printf(
+            "%-16s %8llu\n",
+            short_enum(&norn__v1__session_quality__descriptor, s->sessions_by_quality[i]->quality),
+            (unsigned long long)s->sessions_by_quality[i]->count);
+    if (s->n_issues_by_type)
+        printf("\n%-22s %8s\n", "ISSUE TYPE", "ISSUES");
+    for (size_t i = 0; i < s->n_issues_by_type; i++)
+        printf("%-22s %8llu\n",
+               short_enum(&norn__v1__issue_type__descriptor, s->issues_by_type[i]->issue_type),
+               (unsigned long long)s->issues_by_type[i]->count);
+    printf("\nai eval    %llu calls, %llu steps and %llu sessions judged, %llu batches "
+           "(%.1f steps each),\n           %llu cache hits, %llu/%llu tokens in/out, %llu "
+           "errors, %llu waiting\n",
+           (unsigned long long)s->eval_calls, (unsigned long long)s->eval_steps_judged,
+           (unsigned long long)s->eval_sessions_judged, (unsigned long long)s->eval_batches,
+           s->eval_avg_batch_size, (unsigned long long)s->eval_cache_hits,
+           (unsigned long long)s->eval_input_tokens, (unsigned long long)s->eval_output_tokens,
+           (unsigned long long)s->eval_errors, (unsigned long long)s->eval_queue_depth);
+}
+
+static int cmd_stats(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn stats\n"
+                       "  Session totals by status and quality, issues by type, average "
+                       "scores,\n  agents, runs and AI evaluation figures, at the revision "
+                       "shown.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 0, "stats", "no operands"))
+        return EXIT_USAGE;
+    Norn__V1__GetStatsRequest req = NORN__V1__GET_STATS_REQUEST__INIT;
+    Norn__V1__GetStatsResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("stats", norn__v1__stats_service__get_stats__call(ch, &req, &resp, &co, &st),
+                     &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->stats)
+        print_json(&resp->base);
+    else
+        print_stats(resp->stats);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
 typedef struct Command {
     const char *group, *verb;
     int (*run)(Globals *g, RpcChannel *ch, int argc, char **argv);
 } Command;
 
 static const Command commands[] = {
-    {"health", NULL, cmd_health},          {"sessions", "list", cmd_sessions_list},
-    {"sessions", "get", cmd_sessions_get}, {"sessions", "delete", cmd_sessions_delete},
-    {"steps", "list", cmd_steps_list},     {"watch", NULL, cmd_watch},
+    {"health", NULL, cmd_health},
+    {"sessions", "list", cmd_sessions_list},
+    {"sessions", "get", cmd_sessions_get},
+    {"sessions", "delete", cmd_sessions_delete},
+    {"steps", "list", cmd_steps_list},
+    {"watch", NULL, cmd_watch},
+    {"agents", "list", cmd_agents_list},
+    {"agents", "get", cmd_agents_get},
+    {"agents", "register", cmd_agents_register},
+    {"agents", "delete", cmd_agents_delete},
+    {"swarms", "list", cmd_swarms_list},
+    {"swarms", "get", cmd_swarms_get},
+    {"swarms", "delete", cmd_swarms_delete},
+    {"audit", "list", cmd_audit_list},
+    {"audit", "delete", cmd_audit_delete},
+    {"config", "get", cmd_config_get},
+    {"config", "set", cmd_config_set},
+    {"stats", NULL, cmd_stats},
 };
 
 int main(int argc, char **argv)
