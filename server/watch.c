@@ -325,7 +325,12 @@ static void *hub_main(void *arg)
                 break;
         }
         uint64_t from = h->loaded + 1, to = h->published;
-        if (from <= to) {
+        if (from <= to && !h->watchers) {
+            /* Nobody is watching: nothing to read. A watcher that comes later
+             * and starts further back reads the log from the store. */
+            h->loaded = to;
+            h->ring_first = to + 1;
+        } else if (from <= to) {
             /* Read the new entries without holding the hub lock. */
             pthread_mutex_unlock(&h->mu);
             Loader l = {batch, 0, CATCH_UP_BATCH};
