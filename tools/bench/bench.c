@@ -10,6 +10,7 @@
  * each subcommand lives in its own bench_<name>.c.
  */
 #include "bench.h"
+#include "bench_more.h"
 
 #include <errno.h>
 #include <math.h>
@@ -27,6 +28,10 @@ static void usage(FILE *out)
           "  ingest   RecordSteps throughput (steps/s) over N concurrent streams\n"
           "  load     bulk-load N synthetic sessions into a data dir (nornd not running)\n"
           "  list     ListSessions latency p50/p99/max, first and following pages\n"
+          "  watch    WatchSessions commit-to-watcher latency; memory per idle watcher\n"
+          "  steps    BeginStep + EndStep round trips per second\n"
+          "  admin    ListAuditEvents and GetStats latency p50/p99\n"
+
           "\n"
           "`norn-bench COMMAND --help` describes each command's options.\n"
           "\n"
@@ -51,6 +56,12 @@ int main(int argc, char **argv)
         return bench_load(argc - 1, argv + 1);
     if (strcmp(cmd, "list") == 0)
         return bench_list(argc - 1, argv + 1);
+    if (strcmp(cmd, "watch") == 0)
+        return bench_watch(argc - 1, argv + 1);
+    if (strcmp(cmd, "steps") == 0)
+        return bench_steps(argc - 1, argv + 1);
+    if (strcmp(cmd, "admin") == 0)
+        return bench_admin(argc - 1, argv + 1);
     fprintf(stderr, "norn-bench: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return BENCH_USAGE;
