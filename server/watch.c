@@ -13,6 +13,7 @@
 #include "watch.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,10 +65,14 @@ struct WatchHub {
     WatchLimits lim;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
     int stop;
-    uint64_t published; /* newest committed revision we were told of */
-    uint64_t loaded;    /* newest revision in the ring */
+    /* Newest committed revision we were told of. Commits publish it without
+     * the hub lock, which the fan-out holds: ingest never waits on watchers. */
+    _Atomic uint64_t published;
+    pthread_mutex_t wake_mu; /* guards wake_pending; held only briefly */
+    pthread_cond_t wake_cv;
+    int wake_pending;
+    uint64_t loaded; /* newest revision in the ring */
     uint64_t ring_first;
     RingEntry ring[RING_SIZE];
     Watcher *watchers;
@@ -306,13 +311,22 @@ static void trim(WatchHub *h, uint64_t current)
         log_debug("revlog_trimmed", "keep_from=%llu", (unsigned long long)keep_from);
 }
 
+/* Wakes the hub thread (new revision, new watcher, stop). */
+static void wake(WatchHub *h)
+{
+    pthread_mutex_lock(&h->wake_mu);
+    h->wake_pending = 1;
+    pthread_cond_signal(&h->wake_cv);
+    pthread_mutex_unlock(&h->wake_mu);
+}
+
 static void *hub_main(void *arg)
 {
     WatchHub *h = arg;
     Norn__V1__SessionDelta *batch[CATCH_UP_BATCH];
     pthread_mutex_lock(&h->mu);
     while (!h->stop) {
-        if (h->loaded >= h->published) {
+        if (h->loaded >= atomic_load(&h->published)) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += TICK_MS * 1000000L;
@@ -320,11 +334,18 @@ static void *hub_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
-            pthread_cond_timedwait(&h->cv, &h->mu, &until);
+            /* Sleep without the hub lock, so watchers can come and go. */
+            pthread_mutex_unlock(&h->mu);
+            pthread_mutex_lock(&h->wake_mu);
+            if (!h->wake_pending && h->loaded >= atomic_load(&h->published))
+                pthread_cond_timedwait(&h->wake_cv, &h->wake_mu, &until);
+            h->wake_pending = 0;
+            pthread_mutex_unlock(&h->wake_mu);
+            pthread_mutex_lock(&h->mu);
             if (h->stop)
                 break;
         }
-        uint64_t from = h->loaded + 1, to = h->published;
+        uint64_t from = h->loaded + 1, to = atomic_load(&h->published);
         if (from <= to && !h->watchers) {
             /* Nobody is watching: nothing to read. A watcher that comes later
              * and starts further back reads the log from the store. */
@@ -374,15 +395,19 @@ WatchHub *watch_hub_new(Store *store, ConfigHolder *config, const WatchLimits *l
     if (h->lim.max_lag > RING_SIZE)
         h->lim.max_lag = RING_SIZE;
     StoreCounters c;
-    store_counters(store, &c, &h->published);
-    h->loaded = h->published;
+    uint64_t current = 0;
+    store_counters(store, &c, &current);
+    atomic_init(&h->published, current);
+    h->loaded = current;
     h->ring_first = h->loaded + 1;
     h->last_trim_ms = now_ms();
     pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
+    pthread_mutex_init(&h->wake_mu, NULL);
+    pthread_cond_init(&h->wake_cv, NULL);
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
         pthread_mutex_destroy(&h->mu);
-        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->wake_mu);
+        pthread_cond_destroy(&h->wake_cv);
         free(h);
         return NULL;
     }
@@ -405,8 +430,8 @@ void watch_hub_free(WatchHub *h)
         return;
     pthread_mutex_lock(&h->mu);
     h->stop = 1;
-    pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
+    wake(h);
     pthread_join(h->thread, NULL);
     /* Watchers still listed belong to calls the server has ended. */
     for (Watcher *w = h->watchers, *n; w; w = n) {
@@ -421,18 +446,18 @@ void watch_hub_free(WatchHub *h)
         rpc_packed_free(h->ring[i].lite);
     }
     pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->wake_mu);
+    pthread_cond_destroy(&h->wake_cv);
     free(h);
 }
 
 void watch_hub_publish(void *hub, uint64_t revision)
 {
     WatchHub *h = hub;
-    pthread_mutex_lock(&h->mu);
-    if (revision > h->published)
-        h->published = revision;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    uint64_t cur = atomic_load(&h->published);
+    while (revision > cur && !atomic_compare_exchange_weak(&h->published, &cur, revision))
+        ;
+    wake(h);
 }
 
 static void watcher_done(void *arg)
@@ -582,14 +607,14 @@ RpcCode watch_hub_watch(WatchHub *h, RpcCall *call, const Norn__V1__WatchSession
     }
     rpc_call_ref(call);
     pthread_mutex_lock(&h->mu);
-    w->next_rev = start ? start : h->published + 1;
+    w->next_rev = start ? start : atomic_load(&h->published) + 1;
     w->next = h->watchers;
     if (h->watchers)
         h->watchers->prev = w;
     h->watchers = w;
     h->n_watchers++;
-    pthread_cond_signal(&h->cv);
     pthread_mutex_unlock(&h->mu);
+    wake(h);
     rpc_call_on_done(call, watcher_done, w);
     return RPC_PENDING;
 }
