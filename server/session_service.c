@@ -523,6 +523,24 @@ static Norn__V1__OpenSessionResponse *op_open(SessionService *ss,
 
 /* ---- BeginStep ------------------------------------------------------------------ */
 
+/* The end of BeginStep and EndStep: writes the step, the summary and the
+ * delta, commits, and releases the session copies, the step and the
+ * outcome. Nonzero (with e set) when the commit failed. */
+static int commit_step(SessionService *ss, StoreTxn *t, Norn__V1__Session *s,
+                       Norn__V1__Session *prev, Norn__V1__Step *st, Norn__V1__DeltaKind kind,
+                       JudgeOutcome *jo, uint64_t now, OpError *e)
+{
+    store_txn_put_step(t, s->session_id, st);
+    put_summary(t, s, prev, now);
+    set_delta(t, kind, s, &st, 1, jo->issues, jo->n_issues);
+    judge_outcome_clear(jo);
+    norn__v1__session__free_unpacked(prev, NULL);
+    norn__v1__step__free_unpacked(st, NULL);
+    int failed = commit(ss, t, e);
+    norn__v1__session__free_unpacked(s, NULL);
+    return failed;
+}
+
 static int check_step_common(OpError *e, const char *tool_name, const ProtobufCMessage *input,
                              const Norn__V1__Config *cfg)
 {
@@ -649,16 +667,8 @@ static Norn__V1__BeginStepResponse *op_begin(SessionService *ss,
     v->status = st->status == NORN__V1__STEP_STATUS__STEP_STATUS_RUNNING && jo.status ? jo.status
                                                                                       : st->status;
 
-    store_txn_put_step(t, s->session_id, st);
     store_txn_put_tool_use(t, s->session_id, st->tool_use_id, number);
-    put_summary(t, s, prev, now);
-    set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, s, &st, 1, jo.issues, jo.n_issues);
-    judge_outcome_clear(&jo);
-    norn__v1__session__free_unpacked(prev, NULL);
-    norn__v1__step__free_unpacked(st, NULL);
-    int failed = commit(ss, t, e);
-    norn__v1__session__free_unpacked(s, NULL);
-    if (failed) {
+    if (commit_step(ss, t, s, prev, st, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_ADDED, &jo, now, e)) {
         norn__v1__step_verdict__free_unpacked(v, NULL);
         return NULL;
     }
@@ -744,15 +754,8 @@ static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__End
     JudgeOutcome jo;
     finish_step(ss, t, s, st, &cfg, v, c, &jo);
 
-    store_txn_put_step(t, s->session_id, st);
-    put_summary(t, s, prev, now);
-    set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, s, &st, 1, jo.issues, jo.n_issues);
-    judge_outcome_clear(&jo);
-    norn__v1__session__free_unpacked(prev, NULL);
-    norn__v1__step__free_unpacked(st, NULL);
-    int failed = commit(ss, t, e);
-    norn__v1__session__free_unpacked(s, NULL);
-    if (failed) {
+    if (commit_step(ss, t, s, prev, st, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, &jo, now,
+                    e)) {
         norn__v1__step_verdict__free_unpacked(v, NULL);
         return NULL;
     }
