@@ -18,6 +18,7 @@
 struct AdminService {
     Store *store;
     ConfigHolder *config;
+    Evaluator *ev;
     uint64_t started_us;
 };
 
@@ -39,7 +40,7 @@ static RpcCode get_config(void *ud, RpcCall *call, const Norn__V1__GetConfigRequ
     Google__Protobuf__Timestamp *ts = msg_timestamp(a->started_us);
     rpc_call_adopt(call, &ts->base);
     rt->started_at = ts;
-    rt->bedrock_credentials = getenv("AWS_ACCESS_KEY_ID") || getenv("AWS_BEARER_TOKEN_BEDROCK");
+    rt->bedrock_credentials = a->ev && !evaluator_disabled_reason(a->ev);
     resp->runtime = rt;
     return RPC_OK;
 }
@@ -94,6 +95,7 @@ static RpcCode update_config(void *ud, RpcCall *call, const Norn__V1__UpdateConf
     if (rc != NORN_OK)
         return rpc_fail(call, norn_error_to_rpc(rc), "storage: %s", err);
     config_set(a->config, next);
+    evaluator_set_batching(a->ev, next->bedrock_batch_size, next->bedrock_batch_wait_ms);
     resp->config = next;
     return RPC_OK;
 }
@@ -134,6 +136,26 @@ static RpcCode get_stats(void *ud, RpcCall *call, const Norn__V1__GetStatsReques
     s->total_steps = c.steps;
     s->total_issues = c.issues;
     s->revision = revision;
+    EvaluatorStats es;
+    evaluator_stats(a->ev, &es);
+    s->eval_calls = es.calls;
+    s->eval_steps_judged = es.steps_judged;
+    s->eval_sessions_judged = es.sessions_judged;
+    s->eval_batches = es.batches;
+    s->eval_avg_batch_size = es.batches ? (double)es.batched_steps / es.batches : 0;
+    s->eval_cache_hits = es.cache_hits;
+    s->eval_input_tokens = es.input_tokens;
+    s->eval_output_tokens = es.output_tokens;
+    s->eval_errors = es.errors;
+    s->eval_queue_depth = es.queue_depth;
+    s->eval_retries = es.retries;
+    s->eval_dropped = es.dropped;
+    s->eval_estimated_cost_usd = (double)es.input_tokens * cfg.eval_price_input_per_mtok / 1e6 +
+                                 (double)es.output_tokens * cfg.eval_price_output_per_mtok / 1e6;
+    s->eval_breaker_open = es.breaker_open;
+    s->eval_breaker_opened = es.breaker_opened;
+    const char *off = evaluator_disabled_reason(a->ev);
+    s->eval_disabled_reason = rpc_call_strdup(call, off ? off : "");
     size_t nq = 0, ni = 0;
     for (int q = 1; q < STORE_QUALITY_SLOTS; q++)
         nq += c.by_quality[q] != 0;
@@ -176,6 +198,11 @@ AdminService *admin_service_new(Store *store, ConfigHolder *config)
     clock_gettime(CLOCK_REALTIME, &ts);
     a->started_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     return a;
+}
+
+void admin_service_set_evaluator(AdminService *a, Evaluator *ev)
+{
+    a->ev = ev;
 }
 
 int admin_service_register(AdminService *a, RpcServer *srv)

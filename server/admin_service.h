@@ -7,12 +7,15 @@
 #define NORN_ADMIN_SERVICE_H
 
 #include "config.h"
+#include "evaluator.h"
 #include "rpc_server.h"
 #include "store.h"
 
 typedef struct AdminService AdminService;
 
 AdminService *admin_service_new(Store *store, ConfigHolder *config);
+/* GetStats reports the AI judge's figures (NULL: none). */
+void admin_service_set_evaluator(AdminService *a, Evaluator *ev);
 int admin_service_register(AdminService *a, RpcServer *srv);
 void admin_service_free(AdminService *a);
 

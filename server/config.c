@@ -42,6 +42,12 @@ void config_defaults(Norn__V1__Config *c)
     c->bedrock_model_id = "us.amazon.nova-2-lite-v1:0";
     c->bedrock_batch_size = 8;
     c->bedrock_batch_wait_ms = 200;
+    c->eval_threshold = NORN__V1__EVAL_THRESHOLD__EVAL_THRESHOLD_ALL;
+    c->eval_sample_percent = 10;
+    /* Illustrative prices (USD per million tokens); docs/bedrock.md says
+     * where to look up the real ones. */
+    c->eval_price_input_per_mtok = 0.30;
+    c->eval_price_output_per_mtok = 2.50;
 }
 
 static int out_of_range(uint64_t v, uint64_t lo, uint64_t hi)
@@ -83,6 +89,19 @@ const char *config_validate(const Norn__V1__Config *c, char *buf, size_t cap)
     CHECK_RANGE(run_timeout_seconds, 1, 86400);
     CHECK_RANGE(bedrock_batch_size, 1, 100);
     CHECK_RANGE(bedrock_batch_wait_ms, 0, 60000);
+    if ((int)c->eval_threshold < 0 ||
+        c->eval_threshold > NORN__V1__EVAL_THRESHOLD__EVAL_THRESHOLD_SAMPLED) {
+        snprintf(buf, cap, "eval_threshold: must be ALL, FLAGGED or SAMPLED");
+        return buf;
+    }
+    CHECK_RANGE(eval_sample_percent, 0, 100); /* 0: the default, 10 */
+    if (!(c->eval_price_input_per_mtok >= 0 && c->eval_price_input_per_mtok <= 1e6) ||
+        !(c->eval_price_output_per_mtok >= 0 && c->eval_price_output_per_mtok <= 1e6)) {
+        snprintf(buf, cap,
+                 "eval_price_input_per_mtok, eval_price_output_per_mtok: must be "
+                 "between 0 and 1000000");
+        return buf;
+    }
     if (strlen(c->bedrock_region) > 64 || strlen(c->bedrock_model_id) > 256 ||
         strlen(c->bedrock_endpoint) > 1024) {
         snprintf(buf, cap, "bedrock_region, bedrock_model_id or bedrock_endpoint: too long");

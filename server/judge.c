@@ -423,3 +423,60 @@ void judge_complete(Judge *j, Norn__V1__Session *s, Norn__V1__SessionStatus requ
         s->status = s->terminated_by_guard ? NORN__V1__SESSION_STATUS__SESSION_STATUS_TERMINATED
                                            : NORN__V1__SESSION_STATUS__SESSION_STATUS_COMPLETED;
 }
+
+void judge_reapply(Judge *j, Norn__V1__Session *s, Norn__V1__Issue *const *issues, size_t n,
+                   const Norn__V1__Config *cfg)
+{
+    uint32_t first_issue = s->invocation_first_issue ? s->invocation_first_issue : 1;
+    AnalyzerIssueRef *refs = calloc(n ? n : 1, sizeof *refs);
+    if (!refs)
+        return;
+    size_t n_refs = 0;
+    for (size_t i = first_issue - 1; i < n; i++)
+        refs[n_refs++] = (AnalyzerIssueRef){issues[i]->issue_type, issues[i]->severity};
+    pthread_mutex_lock(&j->mu);
+    Entry *e = get_entry(j, s, cfg);
+    if (e) {
+        uint32_t first = s->invocation_first_step ? s->invocation_first_step : 1;
+        AnalyzerSessionFacts f;
+        memset(&f, 0, sizeof f);
+        f.total_steps = s->total_steps >= first ? s->total_steps - first + 1 : 0;
+        f.has_task = s->task && s->task->description[0];
+        f.task_max_steps = s->task ? s->task->max_steps : 0;
+        f.quality = s->overall_quality;
+        f.has_security_score = s->optional_security_score_case ==
+                               NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
+        f.security_score = s->security_score;
+        f.has_efficiency_score = s->optional_efficiency_score_case ==
+                                 NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
+        f.efficiency_score = s->efficiency_score;
+        f.security_breach_detected = s->security_breach_detected;
+        f.loop_detected = s->loop_detected;
+        f.terminated_by_guard = s->terminated_by_guard;
+        f.issues = refs;
+        f.n_issues = n_refs;
+        AnalyzerFinal fin;
+        memset(&fin, 0, sizeof fin);
+        if (analyzer_finalize(e->state, &f, &fin) == 0) {
+            s->overall_quality = fin.quality;
+            if (fin.has_efficiency_score) {
+                s->optional_efficiency_score_case =
+                    NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
+                s->efficiency_score = fin.efficiency_score;
+            }
+            if (fin.has_security_score) {
+                s->optional_security_score_case =
+                    NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
+                s->security_score = fin.security_score;
+            }
+            s->loop_detected = fin.loop_detected;
+            s->security_breach_detected = fin.security_breach_detected;
+            s->security_threats_detected = fin.hard_issue_count;
+        }
+        /* The efficiency issue it returns again was stored at completion. */
+        analyzer_final_clear(&fin);
+        remove_entry(j, e);
+    }
+    pthread_mutex_unlock(&j->mu);
+    free(refs);
+}

@@ -38,6 +38,14 @@ void judge_after(Judge *j, Norn__V1__Session *s, Norn__V1__Step *st, const Norn_
 void judge_complete(Judge *j, Norn__V1__Session *s, Norn__V1__SessionStatus requested,
                     const Norn__V1__Config *cfg, JudgeOutcome *out);
 
+/* After the AI's session evaluation was copied into s (quality, scores):
+ * §3.9's overrides again, starting from the AI's verdict, so the rules
+ * always beat the model. `issues` are all the session's issues in order;
+ * those of the last invocation (from s->invocation_first_issue) are
+ * weighed. Sets quality, scores, flags and security_threats_detected. */
+void judge_reapply(Judge *j, Norn__V1__Session *s, Norn__V1__Issue *const *issues, size_t n,
+                   const Norn__V1__Config *cfg);
+
 void judge_outcome_clear(JudgeOutcome *o);
 /* "INFINITE_LOOP" etc., as the original wrote issue types. */
 const char *judge_issue_type_name(Norn__V1__IssueType t);

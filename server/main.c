@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,24 @@ static void usage(FILE *out)
           "                           log_retention_days setting are removed\n"
           "                           (NORN_RETENTION_INTERVAL_MS, default 600000)\n"
           "  --port-file FILE         write the bound port here once listening\n"
+          "\n"
+          "AI judge (Amazon Bedrock Converse; docs/bedrock.md): credentials from\n"
+          "AWS_BEARER_TOKEN_BEDROCK, or AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY\n"
+          "(+ AWS_SESSION_TOKEN); region from AWS_REGION or AWS_DEFAULT_REGION; endpoint\n"
+          "override NORN_BEDROCK_ENDPOINT (e.g. http://127.0.0.1:8089). Transport tuning:\n"
+          "  --eval-in-flight N       concurrent model requests (NORN_EVAL_IN_FLIGHT, 4)\n"
+          "  --eval-timeout-ms N      whole-request timeout per attempt (NORN_EVAL_TIMEOUT_MS,\n"
+          "                           60000)\n"
+          "  --eval-connect-timeout-ms N  connect timeout (NORN_EVAL_CONNECT_TIMEOUT_MS, 5000)\n"
+          "  --eval-attempts N        attempts per request, retries included\n"
+          "                           (NORN_EVAL_ATTEMPTS, 4)\n"
+          "  --eval-backoff-ms N      first retry delay, doubling with jitter; Retry-After\n"
+          "                           wins (NORN_EVAL_BACKOFF_MS, 200)\n"
+          "  --eval-breaker-failures N  consecutive failures that pause judging\n"
+          "                           (NORN_EVAL_BREAKER_FAILURES, 5)\n"
+          "  --eval-breaker-cooldown-ms N  pause before a probe request\n"
+          "                           (NORN_EVAL_BREAKER_COOLDOWN_MS, 30000)\n"
+          "\n"
           "  -h, --help               this text\n"
           "\n"
           "SIGTERM or SIGINT drains: Health turns NOT_SERVING, new calls are refused, open\n"
@@ -95,7 +114,31 @@ enum {
     OPT_PORT_FILE,
     OPT_SYNC_WRITES,
     OPT_RETENTION,
+    OPT_EVAL_FIRST, /* the eval_flags table, in order */
 };
+
+/* The AI judge's numeric flags: name, environment variable, range, target. */
+typedef struct EvalFlag {
+    const char *name, *env;
+    long long lo, hi;
+    size_t offset; /* of an unsigned in EvaluatorOptions */
+} EvalFlag;
+
+static const EvalFlag eval_flags[] = {
+    {"eval-in-flight", "NORN_EVAL_IN_FLIGHT", 1, 64, offsetof(EvaluatorOptions, max_in_flight)},
+    {"eval-timeout-ms", "NORN_EVAL_TIMEOUT_MS", 100, 600000,
+     offsetof(EvaluatorOptions, request_timeout_ms)},
+    {"eval-connect-timeout-ms", "NORN_EVAL_CONNECT_TIMEOUT_MS", 100, 600000,
+     offsetof(EvaluatorOptions, connect_timeout_ms)},
+    {"eval-attempts", "NORN_EVAL_ATTEMPTS", 1, 20, offsetof(EvaluatorOptions, max_attempts)},
+    {"eval-backoff-ms", "NORN_EVAL_BACKOFF_MS", 1, 600000,
+     offsetof(EvaluatorOptions, backoff_base_ms)},
+    {"eval-breaker-failures", "NORN_EVAL_BREAKER_FAILURES", 1, 1000,
+     offsetof(EvaluatorOptions, breaker_failures)},
+    {"eval-breaker-cooldown-ms", "NORN_EVAL_BREAKER_COOLDOWN_MS", 10, 3600000,
+     offsetof(EvaluatorOptions, breaker_cooldown_ms)},
+};
+#define N_EVAL_FLAGS (sizeof eval_flags / sizeof eval_flags[0])
 
 int main(int argc, char **argv)
 {
@@ -128,8 +171,22 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    struct option all_opts[sizeof longopts / sizeof longopts[0] + N_EVAL_FLAGS];
+    const char *eval_values[N_EVAL_FLAGS];
+    size_t n_fixed = sizeof longopts / sizeof longopts[0] - 1;
+    memcpy(all_opts, longopts, n_fixed * sizeof longopts[0]);
+    for (size_t i = 0; i < N_EVAL_FLAGS; i++) {
+        all_opts[n_fixed + i] =
+            (struct option){eval_flags[i].name, required_argument, NULL, OPT_EVAL_FIRST + (int)i};
+        eval_values[i] = getenv(eval_flags[i].env);
+    }
+    all_opts[n_fixed + N_EVAL_FLAGS] = (struct option){NULL, 0, NULL, 0};
     int opt;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "h", all_opts, NULL)) != -1) {
+        if (opt >= OPT_EVAL_FIRST && opt < OPT_EVAL_FIRST + (int)N_EVAL_FLAGS) {
+            eval_values[opt - OPT_EVAL_FIRST] = optarg;
+            continue;
+        }
         switch (opt) {
         case OPT_LISTEN: listen = optarg; break;
         case OPT_DATA_DIR: data_dir = optarg; break;
@@ -194,6 +251,15 @@ int main(int argc, char **argv)
         if (parse_long("--retention-interval-ms", retention, 100, 86400000LL * 7, &v))
             return 2;
         cfg.retention_interval_ms = v;
+    }
+    for (size_t i = 0; i < N_EVAL_FLAGS; i++) {
+        if (!eval_values[i])
+            continue;
+        char name[64];
+        snprintf(name, sizeof name, "--%s", eval_flags[i].name);
+        if (parse_long(name, eval_values[i], eval_flags[i].lo, eval_flags[i].hi, &v))
+            return 2;
+        *(unsigned *)((char *)&cfg.eval + eval_flags[i].offset) = (unsigned)v;
     }
     char *api_key = NULL, *cert = NULL, *key = NULL, *ca = NULL;
     if (key_file) {

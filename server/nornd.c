@@ -36,6 +36,7 @@ struct Nornd {
     WatchHub *watch;
     AdminService *admin;
     Registry *registry;
+    Evaluator *evaluator;
     Retention *retention;
     Health *health;
     Reflection *reflection;
@@ -51,6 +52,7 @@ void nornd_config_init(NorndConfig *c)
     rpc_server_options_init(&c->rpc);
     c->data_dir = "./norn-data";
     c->drain_grace_ms = 10000;
+    evaluator_options_default(&c->eval);
 }
 
 static int ensure_dir(const char *path, char *err, size_t errlen)
@@ -62,6 +64,41 @@ static int ensure_dir(const char *path, char *err, size_t errlen)
     }
     snprintf(err, errlen, "data dir %s: %s", path, strerror(errno ? errno : ENOTDIR));
     return -1;
+}
+
+/* The AI judge. Region: AWS_REGION, else AWS_DEFAULT_REGION, else the
+ * config; endpoint: NORN_BEDROCK_ENDPOINT, else the config, else the
+ * regional one. Without credentials it exists but stays off, and says so. */
+static int start_evaluator(Nornd *d, const NorndConfig *c, char *err, size_t errlen)
+{
+    Norn__V1__Config cfg;
+    config_get(d->config, &cfg);
+    EvaluatorOptions o = c->eval;
+    const char *region = getenv("AWS_REGION");
+    if (!region || !*region)
+        region = getenv("AWS_DEFAULT_REGION");
+    if (!region || !*region)
+        region = cfg.bedrock_region;
+    const char *endpoint = getenv("NORN_BEDROCK_ENDPOINT");
+    if (!endpoint || !*endpoint)
+        endpoint = cfg.bedrock_endpoint;
+    snprintf(o.region, sizeof o.region, "%s", region);
+    snprintf(o.endpoint, sizeof o.endpoint, "%s", endpoint ? endpoint : "");
+    snprintf(o.model_id, sizeof o.model_id, "%s", cfg.bedrock_model_id);
+    o.batch_size = cfg.bedrock_batch_size;
+    o.batch_wait_ms = cfg.bedrock_batch_wait_ms;
+    EvalCredentials creds;
+    evaluator_credentials_from_env(&creds);
+    EvaluatorHooks hooks;
+    session_service_evaluator_hooks(d->sessions, &hooks);
+    d->evaluator = evaluator_new(&o, &creds, &hooks);
+    memset(&creds, 0, sizeof creds);
+    if (!d->evaluator) {
+        snprintf(err, errlen, "cannot start the AI evaluator (model id '%s')", o.model_id);
+        return -1;
+    }
+    session_service_set_evaluator(d->sessions, d->evaluator);
+    return 0;
 }
 
 Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
@@ -98,7 +135,12 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     }
     session_service_on_commit(d->sessions, watch_hub_publish, d->watch);
     session_service_set_watch(d->sessions, d->watch);
+    if (start_evaluator(d, c, err, errlen) != 0) {
+        nornd_free(d);
+        return NULL;
+    }
     d->admin = admin_service_new(d->store, d->config);
+    admin_service_set_evaluator(d->admin, d->evaluator);
     d->registry = registry_new(d->store, d->config, d->sessions);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
@@ -159,6 +201,8 @@ void nornd_free(Nornd *d)
         return;
     retention_stop(d->retention);
     rpc_server_destroy(d->srv);
+    /* Before the hub: applying a judgement commits and publishes. */
+    evaluator_free(d->evaluator);
     watch_hub_free(d->watch);
     session_service_free(d->sessions);
     admin_service_free(d->admin);

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "evaluator.h"
 #include "rpc_server.h"
 
 typedef struct NorndConfig {
@@ -16,6 +17,10 @@ typedef struct NorndConfig {
     int64_t drain_grace_ms;        /* unary calls in flight get this long on SIGTERM */
     int sync_writes;               /* fsync every commit (power-loss safety) */
     int64_t retention_interval_ms; /* how often old sessions and events are removed */
+    /* AI judge transport tuning (timeouts, retries, breaker, in flight);
+     * endpoint, region, model and batching come from the config and the
+     * environment (docs/bedrock.md). */
+    EvaluatorOptions eval;
 } NorndConfig;
 
 typedef struct Nornd Nornd;

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "error.h"
+#include "eval_prompt.h"
+#include "evaluator.h"
 #include "ids.h"
 #include "judge.h"
 #include "keys.h"
@@ -44,6 +46,7 @@ struct SessionService {
     CommitHook hook;
     void *hook_arg;
     WatchHub *hub;
+    Evaluator *ev; /* NULL: no AI judge */
 };
 
 typedef struct OpError {
@@ -565,6 +568,75 @@ static Norn__V1__Step *new_step(const Norn__V1__Session *s, uint32_t number, uin
     return st;
 }
 
+/* ---- AI judging decisions ------------------------------------------------------- */
+
+/* Whether a finished step goes to the AI judge: AI on, a task to judge
+ * against, and the configured threshold (all, flagged only, or a stable
+ * sample by session and step). */
+static int ai_step_wanted(SessionService *ss, const Norn__V1__Session *s, const Norn__V1__Step *st,
+                          int flagged, const Norn__V1__Config *cfg)
+{
+    if (!cfg->enable_ai_eval || !ss->ev || evaluator_disabled_reason(ss->ev) || !s->task ||
+        !s->task->description[0])
+        return 0;
+    switch (cfg->eval_threshold) {
+    case NORN__V1__EVAL_THRESHOLD__EVAL_THRESHOLD_FLAGGED:
+        return flagged || st->status != NORN__V1__STEP_STATUS__STEP_STATUS_SUCCESS;
+    case NORN__V1__EVAL_THRESHOLD__EVAL_THRESHOLD_SAMPLED: {
+        uint64_t h = 1469598103934665603ULL;
+        for (const char *p = s->session_id; *p; p++)
+            h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+        h = (h ^ st->step_number) * 1099511628211ULL;
+        unsigned pct = cfg->eval_sample_percent ? cfg->eval_sample_percent : 10;
+        return (h >> 11) % 100 < pct;
+    }
+    default: return 1;
+    }
+}
+
+/* The quality a session gets when AI evaluation is on but cannot run
+ * (docs/bedrock.md): an override of the rules stands; otherwise POOR for a
+ * terminated run, a security breach, mostly failed steps or an efficiency
+ * under 60, else GOOD. Never EXCELLENT: only the model awards that. */
+static Norn__V1__SessionQuality heuristic_quality(const Norn__V1__Session *s)
+{
+    if (s->overall_quality != NORN__V1__SESSION_QUALITY__QUALITY_PENDING &&
+        s->overall_quality != NORN__V1__SESSION_QUALITY__QUALITY_UNSPECIFIED)
+        return s->overall_quality;
+    uint32_t first = s->invocation_first_step ? s->invocation_first_step : 1;
+    uint32_t steps = s->total_steps >= first ? s->total_steps - first + 1 : 0;
+    if (s->status == NORN__V1__SESSION_STATUS__SESSION_STATUS_TERMINATED ||
+        s->security_breach_detected || (steps && s->failed_steps * 2 > steps) ||
+        (s->optional_efficiency_score_case ==
+             NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE &&
+         s->efficiency_score < 60))
+        return NORN__V1__SESSION_QUALITY__QUALITY_POOR;
+    return NORN__V1__SESSION_QUALITY__QUALITY_GOOD;
+}
+
+/* At CompleteSession: sets evaluation_state, and the heuristic quality when
+ * the model cannot judge. 1 when a session evaluation should be queued. */
+static int ai_session_plan(SessionService *ss, Norn__V1__Session *s, const Norn__V1__Config *cfg)
+{
+    if (!cfg->enable_ai_eval) {
+        s->evaluation_state = NORN__V1__EVALUATION_STATE__EVALUATION_STATE_NOT_REQUESTED;
+        return 0;
+    }
+    const char *why = ss->ev ? evaluator_disabled_reason(ss->ev) : "no AI judge in this server";
+    if (!why && (!s->task || !s->task->description[0]))
+        why = "the session has no task to judge against";
+    if (why) {
+        char text[400];
+        snprintf(text, sizeof text, "AI evaluation unavailable: %s", why);
+        msg_set_str(&s->ai_evaluation, text);
+        s->evaluation_state = NORN__V1__EVALUATION_STATE__EVALUATION_STATE_UNAVAILABLE;
+        s->overall_quality = heuristic_quality(s);
+        return 0;
+    }
+    s->evaluation_state = NORN__V1__EVALUATION_STATE__EVALUATION_STATE_QUEUED;
+    return 1;
+}
+
 static Norn__V1__StepVerdict *verdict_for(const Norn__V1__Step *st)
 {
     Norn__V1__StepVerdict *v = msg_alloc(sizeof *v);
@@ -753,12 +825,15 @@ static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__End
     Norn__V1__StepVerdict *v = verdict_for(st);
     JudgeOutcome jo;
     finish_step(ss, t, s, st, &cfg, v, c, &jo);
+    int judge_by_ai = ai_step_wanted(ss, s, st, jo.n_issues > 0, &cfg);
 
     if (commit_step(ss, t, s, prev, st, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, &jo, now,
                     e)) {
         norn__v1__step_verdict__free_unpacked(v, NULL);
         return NULL;
     }
+    if (judge_by_ai)
+        evaluator_enqueue_step(ss->ev, req->session_id, number);
     Norn__V1__EndStepResponse *resp = msg_alloc(sizeof *resp);
     norn__v1__end_step_response__init(resp);
     resp->verdict = v;
@@ -843,6 +918,8 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
     Norn__V1__RecordStepsResponse *resp = msg_alloc(sizeof *resp);
     norn__v1__record_steps_response__init(resp);
     Norn__V1__Step **steps = msg_alloc(req->n_steps * sizeof *steps);
+    uint32_t *ai_steps = msg_alloc(req->n_steps * sizeof *ai_steps);
+    size_t n_ai = 0;
     Norn__V1__Issue **all_issues = NULL;
     size_t n_all = 0;
     for (size_t i = 0; i < req->n_steps; i++) {
@@ -869,6 +946,8 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
         finish_step(ss, t, s, st, &cfg, v, c, &after);
         if (before.action == NORN__V1__ACTION__ACTION_TERMINATE)
             v->action = before.action, msg_set_str(&v->reason, before.reason);
+        if (ai_step_wanted(ss, s, st, before.n_issues + after.n_issues > 0, &cfg))
+            ai_steps[n_ai++] = number;
         for (size_t k = 0; k < before.n_issues; k++)
             msg_append((void ***)&all_issues, &n_all, msg_clone(&before.issues[k]->base));
         for (size_t k = 0; k < after.n_issues; k++)
@@ -889,6 +968,9 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
     norn__v1__session__free_unpacked(prev, NULL);
     int failed = commit(ss, t, e);
     norn__v1__session__free_unpacked(s, NULL);
+    for (size_t i = 0; i < n_ai && !failed; i++)
+        evaluator_enqueue_step(ss->ev, req->session_id, ai_steps[i]);
+    free(ai_steps);
     if (failed) {
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         return NULL;
@@ -944,7 +1026,11 @@ op_complete(SessionService *ss, const Norn__V1__CompleteSessionRequest *req, OpE
     JudgeOutcome jo;
     judge_complete(ss->judge, s, req->status, &cfg, &jo);
     store_issues(t, s, &jo, NULL, c);
-    audit_session_end(t, s);
+    int evaluate = ai_session_plan(ss, s, &cfg);
+    /* With an evaluation to come, the session-end audit row waits for its
+     * verdict. */
+    if (!evaluate)
+        audit_session_end(t, s);
 
     put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_COMPLETED, s, NULL, 0, jo.issues, jo.n_issues);
@@ -954,6 +1040,8 @@ op_complete(SessionService *ss, const Norn__V1__CompleteSessionRequest *req, OpE
         norn__v1__session__free_unpacked(s, NULL);
         return NULL;
     }
+    if (evaluate)
+        evaluator_enqueue_session(ss->ev, s->session_id);
     Norn__V1__Issue **issues = NULL;
     size_t n = 0;
     if (store_issues_scan(ss->store, s->session_id, &issues, &n) == NORN_OK) {
@@ -1363,4 +1451,250 @@ void session_service_free(SessionService *ss)
         return;
     judge_free(ss->judge);
     free(ss);
+}
+
+/* ---- the AI judge's hooks (called on the evaluator thread) ----------------------- */
+
+static int ev_load_steps(void *ud, const char *id, const uint32_t *numbers, size_t n,
+                         Norn__V1__TaskDefinition **task, Norn__V1__Step ***ctx, size_t *n_ctx,
+                         Norn__V1__Step ***steps, size_t *n_steps)
+{
+    SessionService *ss = ud;
+    *task = NULL;
+    *ctx = NULL;
+    *n_ctx = 0;
+    *steps = NULL;
+    *n_steps = 0;
+    Norn__V1__Session *s = NULL;
+    if (!n || store_session_get(ss->store, id, &s) != NORN_OK)
+        return -1;
+    if (s->task)
+        *task = (Norn__V1__TaskDefinition *)msg_clone(&s->task->base);
+    norn__v1__session__free_unpacked(s, NULL);
+    uint32_t first = numbers[0];
+    uint32_t from = first > EVALP_CONTEXT_STEPS ? first - EVALP_CONTEXT_STEPS : 1;
+    uint32_t next = 0;
+    if (first > from &&
+        store_steps_scan(ss->store, id, from, first - from, ctx, n_ctx, &next) != NORN_OK) {
+        *ctx = NULL;
+        *n_ctx = 0;
+    }
+    Norn__V1__Step **v = msg_alloc(n * sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        Norn__V1__Step *st = NULL;
+        if (store_step_get(ss->store, id, numbers[i], &st) == NORN_OK)
+            v[k++] = st;
+    }
+    *steps = v;
+    *n_steps = k;
+    return 0;
+}
+
+static void eval_issue(JudgeOutcome *o, Norn__V1__IssueType type, int severity, const char *desc,
+                       const char *rec, const Norn__V1__Step *st, uint64_t now)
+{
+    Norn__V1__Issue *is = msg_alloc(sizeof *is);
+    norn__v1__issue__init(is);
+    is->issue_type = type;
+    is->severity = severity;
+    is->description = msg_strdup(desc);
+    is->recommendation = msg_strdup(rec);
+    is->step_number = st->step_number;
+    is->timestamp = msg_timestamp(now);
+    char affected[32];
+    snprintf(affected, sizeof affected, "step_%u", st->step_number);
+    msg_append_str(&is->affected_steps, &is->n_affected_steps, affected);
+    msg_append((void ***)&o->issues, &o->n_issues, is);
+}
+
+/* §4.4's effects of one judgement on its step, in the original's order:
+ * the scores, IRRELEVANT + TASK_DRIFT, a typed security issue, and the
+ * MISSING_CONFIG scan of the full result (which runs even when the model
+ * failed). */
+static void judge_step_by_ai(Norn__V1__Session *s, Norn__V1__Step *st, const EvalStepResult *x,
+                             const Norn__V1__Config *cfg, JudgeOutcome *o, uint64_t now)
+{
+    char text[2600];
+    Norn__V1__StepStatus old = st->status;
+    if (x->ok) {
+        st->optional_relevance_score_case =
+            NORN__V1__STEP__OPTIONAL_RELEVANCE_SCORE_RELEVANCE_SCORE;
+        st->relevance_score = x->relevance;
+        st->optional_security_score_case = NORN__V1__STEP__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
+        st->security_score = x->security;
+    } else {
+        st->optional_relevance_score_case = NORN__V1__STEP__OPTIONAL_RELEVANCE_SCORE__NOT_SET;
+        st->optional_security_score_case = NORN__V1__STEP__OPTIONAL_SECURITY_SCORE__NOT_SET;
+    }
+    msg_set_str(&st->reasoning, x->reasoning ? x->reasoning : "");
+    if (x->ok && x->relevance < (int)cfg->relevance_score_threshold) {
+        st->status = NORN__V1__STEP_STATUS__STEP_STATUS_IRRELEVANT;
+        snprintf(text, sizeof text, "Step %u (%.300s) not relevant to task", st->step_number,
+                 st->tool_name);
+        eval_issue(o, NORN__V1__ISSUE_TYPE__ISSUE_TYPE_TASK_DRIFT, 6, text,
+                   "Agent may be drifting from task objective", st, now);
+    }
+    if (x->ok && x->security <= EVALP_SECURITY_CONCERN_AT_MOST) {
+        snprintf(text, sizeof text, "Security concern in step %u: %.2400s", st->step_number,
+                 x->reasoning ? x->reasoning : "");
+        eval_issue(o, evalp_security_issue_type(x->reasoning),
+                   evalp_security_issue_severity(x->security), text,
+                   "Review this action for security implications", st, now);
+        s->security_breach_detected = 1;
+    }
+    const char *pattern = NULL;
+    const char *hint = evalp_missing_config(st->result_text, &pattern);
+    if (hint) {
+        char rec[200];
+        snprintf(text, sizeof text, "Step %u (%.300s) failed due to missing configuration: %s",
+                 st->step_number, st->tool_name, hint);
+        snprintf(rec, sizeof rec, "Fix the missing configuration. Matched pattern: '%s'", pattern);
+        eval_issue(o, NORN__V1__ISSUE_TYPE__ISSUE_TYPE_MISSING_CONFIG, 7, text, rec, st, now);
+        st->status = NORN__V1__STEP_STATUS__STEP_STATUS_FAILED;
+    }
+    if (old != st->status) {
+        count_step_status(s, old, -1);
+        count_step_status(s, st->status, +1);
+    }
+}
+
+/* Each applied batch is one commit with its own revision (a STEP_UPDATED
+ * delta carrying the judged steps and new issues), so watchers see the
+ * scores arrive. */
+static void ev_apply_steps(void *ud, const char *id, const EvalStepResult *results, size_t n)
+{
+    SessionService *ss = ud;
+    Norn__V1__Config cfg;
+    config_get(ss->config, &cfg);
+    StoreTxn *t = store_txn_begin(ss->store);
+    Norn__V1__Session *prev = NULL;
+    if (store_session_get(ss->store, id, &prev) != NORN_OK) {
+        store_txn_abort(t);
+        return;
+    }
+    StoreCounters *c = store_txn_counters(t);
+    Norn__V1__Session *s = (Norn__V1__Session *)msg_clone(&prev->base);
+    uint64_t now = store_txn_now_micros(t);
+    Norn__V1__Step **changed = msg_alloc((n ? n : 1) * sizeof *changed);
+    size_t n_changed = 0;
+    JudgeOutcome all;
+    memset(&all, 0, sizeof all);
+    for (size_t i = 0; i < n; i++) {
+        Norn__V1__Step *st = NULL;
+        if (store_step_get(ss->store, id, results[i].step_number, &st) != NORN_OK)
+            continue;
+        JudgeOutcome one;
+        memset(&one, 0, sizeof one);
+        judge_step_by_ai(s, st, &results[i], &cfg, &one, now);
+        store_issues(t, s, &one, NULL, c);
+        for (size_t k = 0; k < one.n_issues; k++)
+            msg_append((void ***)&all.issues, &all.n_issues, msg_clone(&one.issues[k]->base));
+        judge_outcome_clear(&one);
+        store_txn_put_step(t, id, st);
+        changed[n_changed++] = st;
+    }
+    OpError e;
+    if (n_changed) {
+        put_summary(t, s, prev, now);
+        set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, s, changed, n_changed,
+                  all.issues, all.n_issues);
+        if (commit(ss, t, &e))
+            log_error("eval_apply_failed", "session=%s error=\"%s\"", id, e.msg);
+    } else {
+        store_txn_abort(t);
+    }
+    store_free_steps(changed, n_changed);
+    judge_outcome_clear(&all);
+    norn__v1__session__free_unpacked(prev, NULL);
+    norn__v1__session__free_unpacked(s, NULL);
+}
+
+static int ev_load_session(void *ud, const char *id, Norn__V1__Session **out,
+                           uint32_t *default_max_steps)
+{
+    SessionService *ss = ud;
+    Norn__V1__Config cfg;
+    config_get(ss->config, &cfg);
+    *default_max_steps = cfg.max_steps;
+    Norn__V1__Session *s = NULL;
+    if (store_session_get(ss->store, id, &s) != NORN_OK)
+        return -1;
+    uint32_t from = s->invocation_first_step ? s->invocation_first_step : 1;
+    while (from) {
+        Norn__V1__Step **steps = NULL;
+        size_t n = 0;
+        uint32_t next = 0;
+        if (store_steps_scan(ss->store, id, from, 256, &steps, &n, &next) != NORN_OK)
+            break;
+        for (size_t i = 0; i < n; i++)
+            msg_append((void ***)&s->steps, &s->n_steps, steps[i]);
+        free(steps);
+        from = next;
+    }
+    Norn__V1__Issue **issues = NULL;
+    size_t ni = 0;
+    if (store_issues_scan(ss->store, id, &issues, &ni) == NORN_OK) {
+        s->issues = issues;
+        s->n_issues = ni;
+    }
+    *out = s;
+    return 0;
+}
+
+/* The session evaluation, then the rules again (they beat the model), the
+ * session-end audit row that waited for it, and an EVALUATED delta. */
+static void ev_apply_session(void *ud, const char *id, const EvalSessionResult *r)
+{
+    SessionService *ss = ud;
+    Norn__V1__Config cfg;
+    config_get(ss->config, &cfg);
+    StoreTxn *t = store_txn_begin(ss->store);
+    Norn__V1__Session *prev = NULL;
+    if (store_session_get(ss->store, id, &prev) != NORN_OK) {
+        store_txn_abort(t);
+        return;
+    }
+    if (prev->status == NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE) {
+        /* Reopened meanwhile: the next CompleteSession evaluates again. */
+        store_txn_abort(t);
+        norn__v1__session__free_unpacked(prev, NULL);
+        return;
+    }
+    Norn__V1__Session *s = (Norn__V1__Session *)msg_clone(&prev->base);
+    uint64_t now = store_txn_now_micros(t);
+    evalp_session_result_apply(r, s);
+    Norn__V1__Issue **issues = NULL;
+    size_t ni = 0;
+    if (store_issues_scan(ss->store, id, &issues, &ni) != NORN_OK) {
+        issues = NULL;
+        ni = 0;
+    }
+    judge_reapply(ss->judge, s, issues, ni, &cfg);
+    store_free_issues(issues, ni);
+    s->evaluation_state = r->ok ? NORN__V1__EVALUATION_STATE__EVALUATION_STATE_DONE
+                                : NORN__V1__EVALUATION_STATE__EVALUATION_STATE_FAILED;
+    audit_session_end(t, s);
+    put_summary(t, s, prev, now);
+    set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_EVALUATED, s, NULL, 0, NULL, 0);
+    OpError e;
+    if (commit(ss, t, &e))
+        log_error("eval_apply_failed", "session=%s error=\"%s\"", id, e.msg);
+    norn__v1__session__free_unpacked(prev, NULL);
+    norn__v1__session__free_unpacked(s, NULL);
+}
+
+void session_service_evaluator_hooks(SessionService *ss, EvaluatorHooks *h)
+{
+    memset(h, 0, sizeof *h);
+    h->ud = ss;
+    h->load_steps = ev_load_steps;
+    h->apply_steps = ev_apply_steps;
+    h->load_session = ev_load_session;
+    h->apply_session = ev_apply_session;
+}
+
+void session_service_set_evaluator(SessionService *ss, Evaluator *ev)
+{
+    ss->ev = ev;
 }

@@ -16,6 +16,7 @@
 #include "rpc_server.h"
 #include "store.h"
 #include "watch.h"
+#include "evaluator.h"
 
 typedef struct SessionService SessionService;
 
@@ -35,6 +36,10 @@ void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__
 /* Commits a transaction built with the above and tells the watch hub.
  * RPC_OK, or the RPC code with a message in err. */
 int session_service_commit(SessionService *ss, StoreTxn *t, char *err, size_t errlen);
+/* The AI judge: hooks through which it loads and applies its work, and
+ * the judge to queue steps and sessions on (NULL: none). */
+void session_service_evaluator_hooks(SessionService *ss, EvaluatorHooks *h);
+void session_service_set_evaluator(SessionService *ss, Evaluator *ev);
 void session_service_free(SessionService *ss);
 
 #endif

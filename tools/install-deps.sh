@@ -8,7 +8,8 @@ pkgs=(
   build-essential pkg-config cmake ninja-build git clang
   libgrpc-dev grpc-proto libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev
   librocksdb-dev libjansson-dev libpcre2-dev libcurl4-openssl-dev libgit2-dev libssl-dev libcmocka-dev
-  python3-grpcio python3-grpc-tools python3-protobuf
+  libtree-sitter-dev
+  python3-grpcio python3-grpc-tools python3-protobuf python3-botocore
   nodejs npm openssl bazel-bootstrap
 )
 if [ "${NORN_SKIP_BAZEL:-0}" = 1 ]; then

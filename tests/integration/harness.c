@@ -56,11 +56,12 @@ static int spawn_in_dir(NorndProc *p, const char *const *extra, const char *cons
         argv[n++] = extra[i];
     argv[n] = NULL;
 
-    /* Environment: ours minus NORN_* (tests choose those), plus `env`. */
+    /* Environment: ours minus NORN_* and AWS_* (tests choose those; real
+     * credentials must never reach a test server), plus `env`. */
     char *envp[256];
     int e = 0;
     for (char **v = environ; *v && e < 200; v++)
-        if (strncmp(*v, "NORN_", 5) != 0)
+        if (strncmp(*v, "NORN_", 5) != 0 && strncmp(*v, "AWS_", 4) != 0)
             envp[e++] = *v;
     for (int i = 0; env && env[i] && e < 254; i++)
         envp[e++] = (char *)env[i];

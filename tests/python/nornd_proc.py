@@ -187,8 +187,10 @@ class Nornd:
                 "--data-dir", self.data_dir,
                 "--port-file", port_file] + self.extra_args
         # Our environment minus NORN_* (ctest sets some; nornd reads NORN_*
-        # as configuration), plus what the test asks for.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NORN_")}
+        # as configuration) and AWS_* (real credentials must never reach a
+        # test server), plus what the test asks for.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("NORN_") and not k.startswith("AWS_")}
         env.update(self.extra_env)
         if self._log is not None:
             self._log.close()
