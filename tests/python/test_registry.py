@@ -181,11 +181,23 @@ class RegistryTestCase(unittest.TestCase):
     """Stubs and helpers shared by the classes."""
 
     nornd = None
+    # The expected verdicts are the original's variant A (reference §13: AI
+    # evaluation off), so servers run with enable_ai_eval off unless a class
+    # checks the defaults themselves.
+    KEEP_DEFAULT_CONFIG = False
 
     @classmethod
     def start_server(cls, args=()):
         cls.nornd = start_nornd(cls, args=args)
         cls.connect()
+        if not cls.KEEP_DEFAULT_CONFIG:
+            cls.ai_off(cls)
+
+    @staticmethod
+    def ai_off(target):
+        target.config.UpdateConfig(CF.UpdateConfigRequest(
+            config=CF.Config(enable_ai_eval=False), update_mask=mask("enable_ai_eval")),
+            timeout=RPC_TIMEOUT)
 
     @classmethod
     def connect(cls):
@@ -977,6 +989,7 @@ class SwarmInvalidIdTest(RegistryTestCase):
     def test_invalid_swarm_ids_answer_invalid_argument(self):
         self.nornd = start_nornd(self)
         self.stubs_from(self.nornd.channel(), self)
+        self.ai_off(self)
         live = self.open(uid("live"), swarm_id="live-swarm", swarm_order=1).session.session_id
         calls = {
             "GetSwarm": lambda i: self.get_swarm(i),
@@ -1384,6 +1397,8 @@ DEFAULTS = dict(
 
 
 class ConfigTest(RegistryTestCase):
+    KEEP_DEFAULT_CONFIG = True
+
     @classmethod
     def setUpClass(cls):
         cls.start_server()
@@ -1555,6 +1570,7 @@ class StatsTest(RegistryTestCase):
     def setUp(self):
         self.nornd = start_nornd(self)
         self.stubs_from(self.nornd.channel(), self)
+        self.ai_off(self)
 
     def ingest_one(self, stub, kind):
         """One session of a given shape; returns (id, steps sent, expected status, quality)."""
@@ -1711,6 +1727,7 @@ class StatsAveragesTest(RegistryTestCase):
     def setUp(self):
         self.nornd = start_nornd(self)
         self.stubs_from(self.nornd.channel(), self)
+        self.ai_off(self)
 
     def session(self, kind):
         sid = uid("avg")
