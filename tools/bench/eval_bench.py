@@ -57,7 +57,7 @@ def run(args, fake, label, wait_judged=False):
         sid = None
         for i in range(args.steps // per_call):
             if i % 10 == 0:  # sessions of 100 steps
-                sid = "bench-%s-%d" % (label, i)
+                sid = "bench-%s-%d" % (label.split(",")[0].replace(" ", "-"), i)
                 s.OpenSession(S.OpenSessionRequest(
                     session_id=sid, agent_name="bench",
                     task=C.TaskDefinition(description="Collect facts about city %d" % i)))
