@@ -1330,45 +1330,74 @@ UNARY_OP(complete_session, op_complete, Norn__V1__CompleteSessionRequest,
 
 /* ---- Ingest: the same ops over one bidi stream, answered in order ---------------------- */
 
+/* Runs one Ingest item into `out` (whose payload it sets); returns the
+ * result message to free, or NULL with e set. */
+static ProtobufCMessage *ingest_one(SessionService *ss, const Norn__V1__IngestRequest *req,
+                                    Norn__V1__IngestResponse *out, OpError *e)
+{
+    ProtobufCMessage *result = NULL;
+    switch (req->payload_case) {
+    case NORN__V1__INGEST_REQUEST__PAYLOAD_OPEN:
+        out->open = op_open(ss, req->open, e);
+        out->payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_OPEN;
+        result = (ProtobufCMessage *)out->open;
+        break;
+    case NORN__V1__INGEST_REQUEST__PAYLOAD_BEGIN_STEP:
+        out->begin_step = op_begin(ss, req->begin_step, e);
+        out->payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_BEGIN_STEP;
+        result = (ProtobufCMessage *)out->begin_step;
+        break;
+    case NORN__V1__INGEST_REQUEST__PAYLOAD_END_STEP:
+        out->end_step = op_end(ss, req->end_step, e);
+        out->payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_END_STEP;
+        result = (ProtobufCMessage *)out->end_step;
+        break;
+    case NORN__V1__INGEST_REQUEST__PAYLOAD_RECORD_STEPS:
+        out->record_steps = op_record(ss, req->record_steps, e);
+        out->payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_RECORD_STEPS;
+        result = (ProtobufCMessage *)out->record_steps;
+        break;
+    case NORN__V1__INGEST_REQUEST__PAYLOAD_COMPLETE:
+        out->complete = op_complete(ss, req->complete, e);
+        out->payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_COMPLETE;
+        result = (ProtobufCMessage *)out->complete;
+        break;
+    default:
+        op_fail(e, RPC_INVALID_ARGUMENT,
+                "payload: one of open, begin_step, end_step, "
+                "record_steps or complete is required");
+        break;
+    }
+    return result;
+}
+
+Norn__V1__IngestResponse *session_service_ingest(SessionService *ss,
+                                                 const Norn__V1__IngestRequest *req, RpcCode *code,
+                                                 char *msg, size_t cap)
+{
+    Norn__V1__IngestResponse *out = msg_alloc(sizeof *out);
+    norn__v1__ingest_response__init(out);
+    out->request_id = req->request_id;
+    OpError e = {RPC_OK, ""};
+    if (!ingest_one(ss, req, out, &e)) {
+        *code = e.code;
+        snprintf(msg, cap, "%s", e.msg);
+        free(out);
+        return NULL;
+    }
+    *code = RPC_OK;
+    if (cap)
+        msg[0] = 0;
+    return out;
+}
+
 static RpcCode ingest_message(void *ud, RpcCall *call, const Norn__V1__IngestRequest *req)
 {
     SessionService *ss = ud;
     Norn__V1__IngestResponse out = NORN__V1__INGEST_RESPONSE__INIT;
     out.request_id = req->request_id;
     OpError e = {RPC_OK, ""};
-    ProtobufCMessage *result = NULL;
-    switch (req->payload_case) {
-    case NORN__V1__INGEST_REQUEST__PAYLOAD_OPEN:
-        out.open = op_open(ss, req->open, &e);
-        out.payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_OPEN;
-        result = (ProtobufCMessage *)out.open;
-        break;
-    case NORN__V1__INGEST_REQUEST__PAYLOAD_BEGIN_STEP:
-        out.begin_step = op_begin(ss, req->begin_step, &e);
-        out.payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_BEGIN_STEP;
-        result = (ProtobufCMessage *)out.begin_step;
-        break;
-    case NORN__V1__INGEST_REQUEST__PAYLOAD_END_STEP:
-        out.end_step = op_end(ss, req->end_step, &e);
-        out.payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_END_STEP;
-        result = (ProtobufCMessage *)out.end_step;
-        break;
-    case NORN__V1__INGEST_REQUEST__PAYLOAD_RECORD_STEPS:
-        out.record_steps = op_record(ss, req->record_steps, &e);
-        out.payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_RECORD_STEPS;
-        result = (ProtobufCMessage *)out.record_steps;
-        break;
-    case NORN__V1__INGEST_REQUEST__PAYLOAD_COMPLETE:
-        out.complete = op_complete(ss, req->complete, &e);
-        out.payload_case = NORN__V1__INGEST_RESPONSE__PAYLOAD_COMPLETE;
-        result = (ProtobufCMessage *)out.complete;
-        break;
-    default:
-        op_fail(&e, RPC_INVALID_ARGUMENT,
-                "payload: one of open, begin_step, end_step, "
-                "record_steps or complete is required");
-        break;
-    }
+    ProtobufCMessage *result = ingest_one(ss, req, &out, &e);
     /* One bad item is answered with its error; the stream goes on. */
     Norn__V1__ErrorStatus err = NORN__V1__ERROR_STATUS__INIT;
     if (!result) {

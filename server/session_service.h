@@ -36,6 +36,15 @@ void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__
 /* Commits a transaction built with the above and tells the watch hub.
  * RPC_OK, or the RPC code with a message in err. */
 int session_service_commit(SessionService *ss, StoreTxn *t, char *err, size_t errlen);
+/* One Ingest item (open, begin_step, end_step, record_steps, complete),
+ * exactly as the Ingest stream runs it, for in-process producers such as
+ * the executor's events pipe. The response (free with
+ * protobuf_c_message_free_unpacked) or NULL with the status and message
+ * the stream would have answered. */
+Norn__V1__IngestResponse *session_service_ingest(SessionService *ss,
+                                                 const Norn__V1__IngestRequest *req, RpcCode *code,
+                                                 char *msg, size_t cap);
+
 /* The AI judge: hooks through which it loads and applies its work, and
  * the judge to queue steps and sessions on (NULL: none). */
 void session_service_evaluator_hooks(SessionService *ss, EvaluatorHooks *h);
