@@ -58,7 +58,9 @@ typedef struct RpcCall RpcCall;
  * How the adapter invokes a handler. Generated thunks cast the generic
  * messages to the method's types and call the typed handler from the
  * service's handler struct; a NULL handler answers RPC_UNIMPLEMENTED.
- *   unary:          invoke(h, ud, call, req, resp)      -> status
+ *   unary:          invoke(h, ud, call, req, resp)      -> status or RPC_PENDING
+ *                   (pending: the service later sends exactly one response
+ *                   with rpc_call_send and ends with rpc_call_finish)
  *   server stream:  invoke(h, ud, call, req, NULL)      -> status or RPC_PENDING
  *   client stream:  invoke(h, ud, call, req, NULL) per message -> RPC_OK to go on
  *                   invoke_end(h, ud, call, NULL, resp) at half-close -> status

@@ -37,6 +37,7 @@ struct Nornd {
     AdminService *admin;
     Registry *registry;
     Evaluator *evaluator;
+    SwarmAnalyzer *swarm_analyzer;
     Retention *retention;
     Health *health;
     Reflection *reflection;
@@ -142,6 +143,8 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     d->admin = admin_service_new(d->store, d->config);
     admin_service_set_evaluator(d->admin, d->evaluator);
     d->registry = registry_new(d->store, d->config, d->sessions);
+    d->swarm_analyzer = swarm_analyzer_new(d->evaluator);
+    registry_set_swarm_analyzer(d->registry, d->swarm_analyzer);
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -202,7 +205,10 @@ void nornd_free(Nornd *d)
     retention_stop(d->retention);
     rpc_server_destroy(d->srv);
     /* Before the hub: applying a judgement commits and publishes. */
+    /* Pending analyses end (the evaluator tells them it is shutting down)
+     * before the analyzer and its cache go. */
     evaluator_free(d->evaluator);
+    swarm_analyzer_free(d->swarm_analyzer);
     watch_hub_free(d->watch);
     session_service_free(d->sessions);
     admin_service_free(d->admin);

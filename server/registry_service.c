@@ -31,6 +31,7 @@ struct Registry {
     Store *store;
     ConfigHolder *config;
     SessionService *sessions;
+    SwarmAnalyzer *analyzer; /* NULL: AnalyzeSwarm is unavailable */
 };
 
 static RpcCode storage_error(RpcCall *call, int rc, const char *what)
@@ -483,6 +484,12 @@ static RpcCode get_swarm(void *ud, RpcCall *call, const Norn__V1__GetSwarmReques
     RpcCode code = load_swarm(r, call, req->swarm_id, &c);
     if (code == RPC_OK) {
         resp->swarm = build_swarm(call, req->swarm_id, &c);
+        Norn__V1__SwarmAnalysis *a =
+            r->analyzer ? swarm_analyzer_cached(r->analyzer, req->swarm_id, c.items, c.n) : NULL;
+        if (a) {
+            rpc_call_adopt(call, &a->base);
+            resp->analysis = a;
+        }
         if (req->include_sessions) {
             resp->sessions = rpc_call_alloc(call, (c.n + 1) * sizeof *resp->sessions);
             for (size_t i = 0; i < c.n; i++)
@@ -547,16 +554,40 @@ static RpcCode list_swarms(void *ud, RpcCall *call, const Norn__V1__ListSwarmsRe
     return RPC_OK;
 }
 
+/* The prompt lists each member's tools, so the members get their steps
+ * (at most MAX_ANALYSIS_STEPS each; they belong to the call). */
+#define MAX_ANALYSIS_STEPS 500
+
 static RpcCode analyze_swarm(void *ud, RpcCall *call, const Norn__V1__AnalyzeSwarmRequest *req,
                              Norn__V1__AnalyzeSwarmResponse *resp)
 {
-    (void)resp;
+    Registry *r = ud;
     Collect c;
-    RpcCode code = load_swarm(ud, call, req->swarm_id, &c);
-    free(c.items);
-    if (code != RPC_OK)
+    RpcCode code = load_swarm(r, call, req->swarm_id, &c);
+    Norn__V1__Config cfg;
+    config_get(r->config, &cfg);
+    if (code == RPC_OK && (!r->analyzer || !cfg.enable_ai_eval))
+        code = rpc_fail(call, RPC_FAILED_PRECONDITION,
+                        "AI evaluation is disabled (config enable_ai_eval)");
+    if (code != RPC_OK) {
+        free(c.items);
         return code;
-    return rpc_fail(call, RPC_FAILED_PRECONDITION, "AI evaluation is disabled");
+    }
+    qsort(c.items, c.n, sizeof *c.items, by_order);
+    for (size_t i = 0; i < c.n && code == RPC_OK; i++) {
+        Norn__V1__Session *s = c.items[i];
+        Norn__V1__Step **steps = NULL;
+        size_t n = 0;
+        uint32_t next = 0;
+        if (store_steps_scan(r->store, s->session_id, 1, MAX_ANALYSIS_STEPS, &steps, &n, &next) ==
+            NORN_OK) {
+            s->steps = steps;
+            s->n_steps = n;
+        }
+    }
+    code = swarm_analyzer_serve(r->analyzer, call, req->swarm_id, c.items, c.n, req->refresh, resp);
+    free(c.items); /* the sessions belong to the call */
+    return code;
 }
 
 /* All members go in one batch, each with its own DELETED revision. */
@@ -585,6 +616,8 @@ static RpcCode delete_swarm(void *ud, RpcCall *call, const Norn__V1__DeleteSwarm
     int code = session_service_commit(r->sessions, t, err, sizeof err);
     if (code != RPC_OK)
         return rpc_fail(call, (RpcCode)code, "%s", err);
+    if (r->analyzer)
+        swarm_analyzer_forget(r->analyzer, req->swarm_id);
     return RPC_OK;
 }
 
@@ -747,6 +780,11 @@ static const Norn__V1__AuditService_Handlers audit_handlers = {
 };
 
 /* ---- lifecycle --------------------------------------------------------------------- */
+
+void registry_set_swarm_analyzer(Registry *r, SwarmAnalyzer *sa)
+{
+    r->analyzer = sa;
+}
 
 Registry *registry_new(Store *store, ConfigHolder *config, SessionService *sessions)
 {

@@ -11,10 +11,14 @@
 #include "rpc_server.h"
 #include "session_service.h"
 #include "store.h"
+#include "swarm_analysis.h"
 
 typedef struct Registry Registry;
 
 Registry *registry_new(Store *store, ConfigHolder *config, SessionService *sessions);
+/* Serves AnalyzeSwarm (and GetSwarm's cached analysis) through `sa`;
+ * without one, AnalyzeSwarm answers FAILED_PRECONDITION. */
+void registry_set_swarm_analyzer(Registry *r, SwarmAnalyzer *sa);
 int registry_register(Registry *r, RpcServer *srv);
 void registry_free(Registry *r);
 

@@ -850,7 +850,10 @@ static void handle_new_call(Worker *w, RequestSlot *slot)
             ProtobufCMessage *resp = rpc_call_alloc(c, m->output->sizeof_message);
             protobuf_c_message_init(m->output, resp);
             RpcCode code = m->invoke(c->reg->handlers, c->reg->ud, c, c->request, resp);
-            send_unary_reply(c, code, resp);
+            if (code == RPC_PENDING) /* answered later: rpc_call_send + rpc_call_finish */
+                c->handler_pending = 1;
+            else
+                send_unary_reply(c, code, resp);
         } else {
             RpcCode code = m->invoke(c->reg->handlers, c->reg->ud, c, c->request, NULL);
             if (code == RPC_PENDING)

@@ -37,6 +37,8 @@ from norn.v1 import session_service_pb2 as S  # noqa: E402
 from norn.v1 import session_service_pb2_grpc as S_grpc  # noqa: E402
 from norn.v1 import stats_service_pb2 as ST  # noqa: E402
 from norn.v1 import stats_service_pb2_grpc as ST_grpc  # noqa: E402
+from norn.v1 import swarm_service_pb2 as W  # noqa: E402
+from norn.v1 import swarm_service_pb2_grpc as W_grpc  # noqa: E402
 
 T = 10.0
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -429,6 +431,63 @@ class EvaluatorTest(unittest.TestCase):
         self.assertTrue(s.ai_evaluation.endswith(" - scores unavailable"))
         self.assertEqual(list(s.recommendations), ["Review agent logs",
                                                    "Check AI model connectivity"])
+
+    # ---- swarm analysis -----------------------------------------------------------
+
+    def run_swarm(self, srv, swarm_id):
+        for order, (name, tool) in enumerate([("Researcher", "web_search"),
+                                              ("Writer", "write_file")], start=1):
+            sid = uid("sw")
+            srv.s.OpenSession(S.OpenSessionRequest(
+                session_id=sid, agent_name=name, swarm_id=swarm_id, swarm_order=order,
+                handoff_input="notes from agent %d" % (order - 1) if order > 1 else "",
+                task=C.TaskDefinition(description="Step %d of the report" % order)), timeout=T)
+            srv.record(sid, [step(tool, {"x": order}, "done")])
+            srv.complete(sid)
+            srv.wait_session(sid, lambda s: s.evaluation_state == C.EVALUATION_STATE_DONE)
+
+    def test_analyze_swarm_through_the_model_then_cached(self):
+        fb = self.fake()
+        srv = Server(self, fb)
+        sw = W_grpc.SwarmServiceStub(srv.n.channel())
+        self.run_swarm(srv, "swarm-a")
+        a = sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-a"), timeout=T).analysis
+        self.assertFalse(a.cached)
+        self.assertEqual(a.swarm_id, "swarm-a")
+        self.assertEqual(a.agent_count, 2)
+        self.assertEqual([x.agent_name for x in a.agent_assessments], ["Researcher", "Writer"])
+        prompt = fb.requests(kind="swarm")[0]["body"]["messages"][0]["content"][0]["text"]
+        self.assertIn("[Agent 1: Researcher]", prompt)
+        self.assertIn("Tools used: write_file", prompt)
+        self.assertIn("Received from previous agent: notes from agent 1", prompt)
+        b = sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-a"), timeout=T).analysis
+        self.assertTrue(b.cached)
+        self.assertEqual(b.summary, a.summary)
+        self.assertEqual(len(fb.requests(kind="swarm")), 1)
+        g = sw.GetSwarm(W.GetSwarmRequest(swarm_id="swarm-a"), timeout=T)
+        self.assertTrue(g.HasField("analysis"))
+        sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-a", refresh=True), timeout=T)
+        self.assertEqual(len(fb.requests(kind="swarm")), 2)
+        # A model failure is the original's "Analysis failed", not a hang.
+        fb.set_raw_reply("swarm", "no json here")
+        with self.assertRaises(grpc.RpcError) as cm:
+            sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-a", refresh=True), timeout=T)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INTERNAL)
+        self.assertIn("Analysis failed:", cm.exception.details())
+        with self.assertRaises(grpc.RpcError) as cm:
+            sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="no-such-swarm"), timeout=T)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_analyze_swarm_without_credentials(self):
+        srv = Server(self, None)
+        sid = uid("sw")
+        srv.s.OpenSession(S.OpenSessionRequest(session_id=sid, agent_name="A",
+                                               swarm_id="swarm-b", swarm_order=1), timeout=T)
+        sw = W_grpc.SwarmServiceStub(srv.n.channel())
+        with self.assertRaises(grpc.RpcError) as cm:
+            sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-b"), timeout=T)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("no AWS credentials", cm.exception.details())
 
     # ---- no credentials ---------------------------------------------------------
 
