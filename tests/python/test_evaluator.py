@@ -262,6 +262,41 @@ class EvaluatorTest(unittest.TestCase):
         self.assertTrue(all(st.reasoning.startswith("Evaluation failed: Bedrock answered HTTP 503")
                             for st in first.steps))
 
+    def test_request_timeout_is_retried(self):
+        fb = self.fake()
+        srv = Server(self, fb, args=["--eval-timeout-ms", "500", "--eval-backoff-ms", "10"])
+        fb.hang_next(1)  # the first request is never answered
+        sid = srv.open()
+        srv.record(sid, search_steps(1, "slow"))
+        s = srv.wait_judged(sid, 1)
+        self.assertEqual(s.steps[0].relevance_score, 90)
+        self.assertEqual(srv.get_stats().eval_retries, 1)
+        self.assertEqual(len(fb.requests(kind="step")), 2)
+        fb.release()
+
+    def test_threshold_flagged_and_sampled(self):
+        fb = self.fake()
+        srv = Server(self, fb, batch=100, wait_ms=50)
+        srv.set_config(eval_threshold=C.EVAL_THRESHOLD_FLAGGED)
+        sid = srv.open()
+        srv.record(sid, [step("fetch", {"url": "https://example.com"}, "ok"),
+                         step("fetch", {"url": "https://example.com", "verify": False}, "ok")])
+        s = srv.wait_session(sid, lambda s: len(s.steps) == 2 and s.steps[1].reasoning,
+                             what="the flagged step judged")
+        time.sleep(0.3)
+        s = srv.get(sid)
+        self.assertFalse(s.steps[0].HasField("relevance_score"))  # clean: not judged
+        self.assertTrue(s.steps[1].HasField("relevance_score"))
+        prompts = [r["body"]["messages"][0]["content"][0]["text"] for r in fb.requests(kind="step")]
+        self.assertEqual(sum(p.count("=== Step ") for p in prompts), 1)
+        srv.set_config(eval_threshold=C.EVAL_THRESHOLD_SAMPLED, eval_sample_percent=50)
+        sid = srv.open()
+        srv.record(sid, search_steps(40, "sample"))
+        time.sleep(1.0)
+        judged = sum(st.HasField("relevance_score") for st in srv.get(sid).steps)
+        self.assertGreater(judged, 5)
+        self.assertLess(judged, 35)
+
     def test_ingest_does_not_wait_for_a_hanging_model(self):
         fb = self.fake()
         srv = Server(self, fb, batch=5, wait_ms=0)
