@@ -2,7 +2,9 @@
  * rpc_client.c — the gRPC C-core client transport behind the generated
  * stubs (the client half of the adapter; the only client code calling
  * grpc_*). Calls are synchronous: each call owns a pluck completion queue,
- * so any number of threads can use one channel at once.
+ * so any number of threads can use one channel at once. Stream sets are
+ * the exception: their calls share one completion queue that the reading
+ * threads poll.
  */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -11,6 +13,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,4 +446,277 @@ RpcCode rpc_stream_finish(RpcClientCall *c, RpcStatus *st)
     }
     call_destroy(c);
     return code;
+}
+
+/* ---- stream sets ---------------------------------------------------------------- */
+
+enum SetTagKind { SET_TAG_START, SET_TAG_READ, SET_TAG_STATUS };
+
+typedef struct SetTag {
+    enum SetTagKind kind;
+    struct SetCall *call;
+} SetTag;
+
+typedef struct SetCall {
+    struct SetCall *prev, *next;
+    RpcStreamSet *set;
+    const RpcMethod *method;
+    void *user;
+    grpc_call *call;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata *send_md;
+    size_t n_send_md;
+    grpc_byte_buffer *sent, *recv;
+    grpc_status_code status;
+    grpc_slice details;
+    int outstanding; /* batches started, not completed; under set->mu */
+    SetTag t_start, t_read, t_status;
+} SetCall;
+
+struct RpcStreamSet {
+    grpc_completion_queue *cq;
+    pthread_mutex_t mu; /* the call list and each call's outstanding count */
+    SetCall *calls;
+};
+
+RpcStreamSet *rpc_stream_set_new(void)
+{
+    RpcStreamSet *set = calloc(1, sizeof *set);
+    if (!set)
+        return NULL;
+    grpc_init();
+    set->cq = grpc_completion_queue_create_for_next(NULL);
+    pthread_mutex_init(&set->mu, NULL);
+    return set;
+}
+
+static void set_call_free(SetCall *c)
+{
+    for (size_t i = 0; i < c->n_send_md; i++) {
+        grpc_slice_unref(c->send_md[i].key);
+        grpc_slice_unref(c->send_md[i].value);
+    }
+    free(c->send_md);
+    grpc_metadata_array_destroy(&c->initial_md);
+    grpc_metadata_array_destroy(&c->trailing_md);
+    grpc_slice_unref(c->details);
+    if (c->sent)
+        grpc_byte_buffer_destroy(c->sent);
+    if (c->recv)
+        grpc_byte_buffer_destroy(c->recv);
+    grpc_call_unref(c->call);
+    free(c);
+}
+
+/* A batch of c completed: forget c when it was the last. */
+static void set_call_batch_done(RpcStreamSet *set, SetCall *c)
+{
+    pthread_mutex_lock(&set->mu);
+    int last = --c->outstanding == 0;
+    if (last) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            set->calls = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+    }
+    pthread_mutex_unlock(&set->mu);
+    if (last)
+        set_call_free(c);
+}
+
+static int set_call_read(SetCall *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv;
+    pthread_mutex_lock(&c->set->mu);
+    c->outstanding++;
+    pthread_mutex_unlock(&c->set->mu);
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_read, NULL) == GRPC_CALL_OK)
+        return 0;
+    set_call_batch_done(c->set, c);
+    return -1;
+}
+
+int rpc_stream_set_start(RpcStreamSet *set, RpcChannel *ch, const RpcMethod *m,
+                         const ProtobufCMessage *req, const RpcCallOptions *o, void *user)
+{
+    SetCall *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->set = set;
+    c->method = m;
+    c->user = user;
+    c->t_start = (SetTag){SET_TAG_START, c};
+    c->t_read = (SetTag){SET_TAG_READ, c};
+    c->t_status = (SetTag){SET_TAG_STATUS, c};
+    c->details = grpc_empty_slice();
+    grpc_metadata_array_init(&c->initial_md);
+    grpc_metadata_array_init(&c->trailing_md);
+    size_t extra = o ? o->n_metadata : 0;
+    c->send_md = calloc(extra + 1, sizeof *c->send_md);
+    c->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, set->cq,
+                                       grpc_slice_from_static_string(m->path), NULL, deadline_of(o),
+                                       NULL);
+    if (!c->send_md || !c->call) {
+        free(c->send_md);
+        c->send_md = NULL;
+        if (!c->call) {
+            grpc_metadata_array_destroy(&c->initial_md);
+            grpc_metadata_array_destroy(&c->trailing_md);
+            free(c);
+            return -1;
+        }
+        set_call_free(c);
+        return -1;
+    }
+    if (ch->auth_value) {
+        c->send_md[c->n_send_md].key = grpc_slice_from_static_string("authorization");
+        c->send_md[c->n_send_md].value = grpc_slice_from_copied_string(ch->auth_value);
+        c->n_send_md++;
+    }
+    for (size_t i = 0; i < extra; i++) {
+        c->send_md[c->n_send_md].key = grpc_slice_from_copied_string(o->metadata[i].key);
+        c->send_md[c->n_send_md].value = grpc_slice_from_copied_string(o->metadata[i].value);
+        c->n_send_md++;
+    }
+    c->sent = pack(req);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_send_md;
+    ops[0].data.send_initial_metadata.metadata = c->send_md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = c->sent;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
+    grpc_op st;
+    memset(&st, 0, sizeof st);
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &c->trailing_md;
+    st.data.recv_status_on_client.status = &c->status;
+    st.data.recv_status_on_client.status_details = &c->details;
+    /* Listed (with one batch counted) before any batch can complete. */
+    pthread_mutex_lock(&set->mu);
+    c->outstanding = 1;
+    c->next = set->calls;
+    if (set->calls)
+        set->calls->prev = c;
+    set->calls = c;
+    pthread_mutex_unlock(&set->mu);
+    if (grpc_call_start_batch(c->call, ops, 4, &c->t_start, NULL) != GRPC_CALL_OK) {
+        set_call_batch_done(set, c);
+        return -1;
+    }
+    pthread_mutex_lock(&set->mu);
+    c->outstanding++;
+    pthread_mutex_unlock(&set->mu);
+    if (grpc_call_start_batch(c->call, &st, 1, &c->t_status, NULL) != GRPC_CALL_OK) {
+        /* Without a status batch the stream could never end: cancel it. */
+        grpc_call_cancel(c->call, NULL);
+        set_call_batch_done(set, c);
+        return -1;
+    }
+    set_call_read(c);
+    return 0;
+}
+
+int rpc_stream_set_next(RpcStreamSet *set, int64_t timeout_ms, RpcStreamEvent *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    gpr_timespec until =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    for (;;) {
+        grpc_event e = grpc_completion_queue_next(set->cq, until, NULL);
+        if (e.type != GRPC_OP_COMPLETE)
+            return 0;
+        SetTag *t = e.tag;
+        SetCall *c = t->call;
+        switch (t->kind) {
+        case SET_TAG_START:
+            grpc_byte_buffer_destroy(c->sent);
+            c->sent = NULL;
+            set_call_batch_done(set, c);
+            break;
+        case SET_TAG_READ: {
+            grpc_byte_buffer *bb = c->recv;
+            c->recv = NULL;
+            if (!e.success || !bb) { /* no more messages: the status follows */
+                if (bb)
+                    grpc_byte_buffer_destroy(bb);
+                set_call_batch_done(set, c);
+                break;
+            }
+            ProtobufCMessage *msg = unpack(c->method->output, bb);
+            grpc_byte_buffer_destroy(bb);
+            void *user = c->user;
+            if (!msg)
+                grpc_call_cancel(c->call, NULL);
+            else if (set_call_read(c) != 0)
+                grpc_call_cancel(c->call, NULL);
+            set_call_batch_done(set, c);
+            if (msg) {
+                ev->user = user;
+                ev->msg = msg;
+                return 1;
+            }
+            break;
+        }
+        case SET_TAG_STATUS:
+            ev->user = c->user;
+            ev->status.code = (RpcCode)c->status;
+            if (GRPC_SLICE_LENGTH(c->details))
+                ev->status.message = slice_to_str(c->details);
+            if (c->trailing_md.count) {
+                ev->status.trailers = calloc(c->trailing_md.count, sizeof *ev->status.trailers);
+                for (size_t i = 0; ev->status.trailers && i < c->trailing_md.count; i++) {
+                    ev->status.trailers[i].key = slice_to_str(c->trailing_md.metadata[i].key);
+                    ev->status.trailers[i].value = slice_to_str(c->trailing_md.metadata[i].value);
+                    ev->status.n_trailers++;
+                }
+            }
+            set_call_batch_done(set, c);
+            return 1;
+        }
+    }
+}
+
+void rpc_stream_set_cancel(RpcStreamSet *set)
+{
+    pthread_mutex_lock(&set->mu);
+    for (SetCall *c = set->calls; c; c = c->next)
+        grpc_call_cancel(c->call, NULL);
+    pthread_mutex_unlock(&set->mu);
+}
+
+void rpc_stream_set_free(RpcStreamSet *set)
+{
+    if (!set)
+        return;
+    rpc_stream_set_cancel(set);
+    for (;;) {
+        pthread_mutex_lock(&set->mu);
+        int open = set->calls != NULL;
+        pthread_mutex_unlock(&set->mu);
+        if (!open)
+            break;
+        RpcStreamEvent ev;
+        if (rpc_stream_set_next(set, 100, &ev)) {
+            if (ev.msg)
+                protobuf_c_message_free_unpacked(ev.msg, NULL);
+            rpc_status_clear(&ev.status);
+        }
+    }
+    grpc_completion_queue_shutdown(set->cq);
+    while (grpc_completion_queue_next(set->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(set->cq);
+    pthread_mutex_destroy(&set->mu);
+    free(set);
+    grpc_shutdown();
 }

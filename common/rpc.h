@@ -120,6 +120,10 @@ const char *rpc_call_metadata(const RpcCall *call, const char *key);
 /* Milliseconds until the client's deadline; INT64_MAX when none. */
 int64_t rpc_call_remaining_ms(const RpcCall *call);
 
+/* The same number for calls that share a client connection (a hash of the
+ * peer address), so work can be spread by connection. */
+uint64_t rpc_call_connection_key(RpcCall *call);
+
 /* The method being served. */
 const RpcMethod *rpc_call_method(const RpcCall *call);
 
@@ -226,5 +230,36 @@ int rpc_stream_read(RpcClientCall *c, ProtobufCMessage **out);
 void rpc_stream_cancel(RpcClientCall *c);
 /* Waits for the status and frees the call. */
 RpcCode rpc_stream_finish(RpcClientCall *c, RpcStatus *st);
+
+/* A set of server-streaming calls read together from one queue by one or a
+ * few threads, instead of a thread blocked in rpc_stream_read per stream
+ * (many watch streams in one process). */
+typedef struct RpcStreamSet RpcStreamSet;
+
+typedef struct RpcStreamEvent {
+    void *user;            /* as given to rpc_stream_set_start */
+    ProtobufCMessage *msg; /* a message; NULL = the stream ended */
+    RpcStatus status;      /* when it ended: its status */
+} RpcStreamEvent;
+
+/* NULL when out of memory. */
+RpcStreamSet *rpc_stream_set_new(void);
+/* Starts a server-streaming call (the request is sent and the send side
+ * closed); its messages and then its end arrive through
+ * rpc_stream_set_next with `user`. 0, or -1 when it cannot start (nothing
+ * arrives for it then). */
+int rpc_stream_set_start(RpcStreamSet *set, RpcChannel *ch, const RpcMethod *m,
+                         const ProtobufCMessage *req, const RpcCallOptions *opts, void *user);
+/* Waits up to timeout_ms for the next message or end of any stream of the
+ * set: 1 with *ev filled (free ev->msg with protobuf_c_message_free_unpacked
+ * and clear ev->status), 0 on timeout. A message that does not parse ends
+ * its stream (cancelled) and is not returned. Any number of threads may
+ * call it at once. */
+int rpc_stream_set_next(RpcStreamSet *set, int64_t timeout_ms, RpcStreamEvent *ev);
+/* Cancels every open stream; their ends still arrive. */
+void rpc_stream_set_cancel(RpcStreamSet *set);
+/* Cancels what is open, waits for every stream to end (discarding what
+ * arrives) and frees the set. No thread may be in rpc_stream_set_next. */
+void rpc_stream_set_free(RpcStreamSet *set);
 
 #endif

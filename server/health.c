@@ -1,9 +1,13 @@
 /*
  * health.c — grpc.health.v1.Health on the generated handler table.
  *
- * Watchers are kept in a list under one mutex; a status change sends the
- * new status to every watcher of that service. A watcher leaves the list in
- * its call's on_done callback (client gone, deadline, drain).
+ * Watch streams ride on the watch hub's feeds (watch.h): the sender that
+ * owns a stream's connection sends the status whenever it differs from the
+ * last one sent, through the same bounded queue, pacing and cut-off rule as
+ * WatchSessions. A status change updates the table and wakes the senders;
+ * the setter returns once the new status is queued on every watching
+ * stream, so a drain's NOT_SERVING goes out before the streams end. A
+ * stream leaves when its call is over (client gone, deadline, drain).
  */
 #include "health.h"
 
@@ -12,8 +16,13 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.grpc-c.h"
+#include "log.h"
+#include "watch.h"
 
 #define MAX_SERVICE_NAME 200
+/* Status messages are a few bytes: a stream with this much unsent is not
+ * reading. */
+#define WATCH_QUEUE_BYTES 4096
 
 typedef struct ServiceStatus {
     struct ServiceStatus *next;
@@ -21,18 +30,17 @@ typedef struct ServiceStatus {
     HealthStatus status;
 } ServiceStatus;
 
+/* One Watch stream; touched only by its feed's sender. */
 typedef struct Watcher {
-    struct Watcher *prev, *next;
     Health *h;
-    RpcCall *call;
     char service[MAX_SERVICE_NAME + 1];
     int last_sent; /* wire value last sent, -1 = none */
+    int done;
 } Watcher;
 
 struct Health {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* the status table */
     ServiceStatus *services;
-    Watcher *watchers;
 };
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus WireStatus;
@@ -55,16 +63,41 @@ static WireStatus wire_status_locked(Health *h, const char *name)
                : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
 
-/* Sends the current status to a watcher if it changed since the last send. */
-static void notify_locked(Health *h, Watcher *w)
+static void cut_off(Watcher *w, RpcCall *call)
 {
+    rpc_call_finish(call, RPC_RESOURCE_EXHAUSTED, "health watcher is not reading its stream");
+    w->done = 1;
+    log_info("health_watcher_cut_off", "service=\"%s\"", w->service);
+}
+
+/* The WatchPump of a Watch stream: sends the current status if it changed
+ * since the last send. */
+static void watcher_pump(void *ctx, WatchFeed *f, uint64_t now)
+{
+    Watcher *w = ctx;
+    if (w->done)
+        return;
+    Health *h = w->h;
+    pthread_mutex_lock(&h->mu);
     WireStatus st = wire_status_locked(h, w->service);
+    pthread_mutex_unlock(&h->mu);
     if ((int)st == w->last_sent)
+        return;
+    RpcCall *call = watch_feed_call(f);
+    WatchRoom room = watch_feed_room(f, WATCH_QUEUE_BYTES, 1, now);
+    if (room == WATCH_ROOM_STALLED)
+        cut_off(w, call);
+    if (room != WATCH_ROOM_OK)
         return;
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     resp.status = st;
-    if (grpc__health__v1__health__watch__send(w->call, &resp) == RPC_OK)
+    RpcCode rc = grpc__health__v1__health__watch__send(call, &resp);
+    if (rc == RPC_OK)
         w->last_sent = (int)st;
+    else if (rc == RPC_CANCELLED)
+        w->done = 1; /* the call is over; its feed goes */
+    else
+        cut_off(w, call);
 }
 
 static RpcCode health_check(void *ud, RpcCall *call,
@@ -81,22 +114,6 @@ static RpcCode health_check(void *ud, RpcCall *call,
     return RPC_OK;
 }
 
-static void watcher_done(void *arg)
-{
-    Watcher *w = arg;
-    Health *h = w->h;
-    pthread_mutex_lock(&h->mu);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        h->watchers = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    pthread_mutex_unlock(&h->mu);
-    rpc_call_unref(w->call);
-    free(w);
-}
-
 static RpcCode health_watch(void *ud, RpcCall *call,
                             const Grpc__Health__V1__HealthCheckRequest *req)
 {
@@ -108,18 +125,13 @@ static RpcCode health_watch(void *ud, RpcCall *call,
     if (!w)
         return rpc_fail(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
     w->h = h;
-    w->call = call;
     w->last_sent = -1;
     strcpy(w->service, req->service);
-    rpc_call_ref(call);
-    pthread_mutex_lock(&h->mu);
-    w->next = h->watchers;
-    if (h->watchers)
-        h->watchers->prev = w;
-    h->watchers = w;
-    notify_locked(h, w);
-    pthread_mutex_unlock(&h->mu);
-    rpc_call_on_done(call, watcher_done, w);
+    /* Its sender sends the current status first. */
+    if (watch_feed_add(call, h, watcher_pump, w, free) != 0) {
+        free(w);
+        return rpc_fail(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
     return RPC_PENDING;
 }
 
@@ -130,9 +142,14 @@ static const Grpc__Health__V1__Health_Handlers health_handlers = {
 
 Health *health_new(void)
 {
+    if (watch_senders_acquire() != 0)
+        return NULL;
     Health *h = calloc(1, sizeof *h);
-    if (h)
-        pthread_mutex_init(&h->mu, NULL);
+    if (!h) {
+        watch_senders_release();
+        return NULL;
+    }
+    pthread_mutex_init(&h->mu, NULL);
     return h;
 }
 
@@ -163,10 +180,8 @@ void health_set(Health *h, const char *service, HealthStatus st)
 {
     pthread_mutex_lock(&h->mu);
     set_locked(h, service, st);
-    for (Watcher *w = h->watchers; w; w = w->next)
-        if (strcmp(w->service, service) == 0)
-            notify_locked(h, w);
     pthread_mutex_unlock(&h->mu);
+    watch_senders_flush();
 }
 
 void health_set_all(Health *h, HealthStatus st)
@@ -174,15 +189,16 @@ void health_set_all(Health *h, HealthStatus st)
     pthread_mutex_lock(&h->mu);
     for (ServiceStatus *s = h->services; s; s = s->next)
         s->status = st;
-    for (Watcher *w = h->watchers; w; w = w->next)
-        notify_locked(h, w);
     pthread_mutex_unlock(&h->mu);
+    watch_senders_flush();
 }
 
 void health_free(Health *h)
 {
     if (!h)
         return;
+    /* Streams still listed belong to calls the server has ended. */
+    watch_feeds_drop(h);
     for (ServiceStatus *s = h->services, *n; s; s = n) {
         n = s->next;
         free(s->name);
@@ -190,4 +206,5 @@ void health_free(Health *h)
     }
     pthread_mutex_destroy(&h->mu);
     free(h);
+    watch_senders_release();
 }

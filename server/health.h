@@ -3,7 +3,8 @@
  *
  * "" is the whole server; each registered service name has its own status.
  * While draining, everything is NOT_SERVING and watchers are told so before
- * their streams end.
+ * their streams end. Watch streams are fed by the watch hub's sender
+ * threads (watch.h), like WatchSessions.
  */
 #ifndef NORN_HEALTH_H
 #define NORN_HEALTH_H
@@ -17,11 +18,13 @@ typedef enum HealthStatus {
     HEALTH_NOT_SERVING = 2,
 } HealthStatus;
 
+/* NULL when out of memory or the watch senders cannot start. */
 Health *health_new(void);
 /* Serves the Health service on srv (public: no API key needed). */
 int health_register(Health *h, RpcServer *srv);
-/* Declares `service` ("" = the server) and sets its status; watchers of it
- * hear about a change at once. */
+/* Declares `service` ("" = the server) and sets its status; returns once
+ * a change is queued on every stream watching it. Must not be called from
+ * a watch sender thread. */
 void health_set(Health *h, const char *service, HealthStatus st);
 /* Every service NOT_SERVING: the first step of a drain. */
 void health_set_all(Health *h, HealthStatus st);

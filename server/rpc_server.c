@@ -369,6 +369,16 @@ int64_t rpc_call_remaining_ms(const RpcCall *c)
     return gpr_time_to_millis(left);
 }
 
+uint64_t rpc_call_connection_key(RpcCall *c)
+{
+    char *peer = grpc_call_get_peer(c->call);
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (const char *p = peer; p && *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211u;
+    gpr_free(peer);
+    return h;
+}
+
 const RpcMethod *rpc_call_method(const RpcCall *c)
 {
     return c->reg ? c->reg->method : NULL;

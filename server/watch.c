@@ -1,11 +1,15 @@
 /*
  * watch.c — the watch hub (see watch.h).
  *
- * One thread owns delivery. It keeps the newest revisions in a ring, each
- * delta packed at most twice (with and without steps), and moves every
- * watcher forward from its next revision: from the ring when it is recent,
- * from the store's revision log when it is resuming from further back.
- * A watcher's queue is bounded: when it is full the hub simply stops
+ * The hub thread keeps the newest revisions in a ring, each delta packed at
+ * most twice (with and without steps), and wakes the senders. Each sender
+ * thread owns the feeds of some connections and moves each of its watchers
+ * forward from its next revision: from the ring when it is recent, from the
+ * store's revision log when it is resuming from further back. Sharding by
+ * connection keeps a connection's writes on one thread and lets the fan-out
+ * use every core; the single-threaded fan-out cost about 12 us per
+ * watcher-delta (docs/benchmarks-more.md).
+ * A watcher's queue is bounded: when it is full its sender simply stops
  * feeding that watcher (others go on); when the watcher then lags more than
  * max_lag revisions, its stream ends with RESOURCE_EXHAUSTED and the
  * revision to resume from.
@@ -18,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "keys.h"
@@ -35,16 +40,18 @@
  * max_lag revisions is not reading: it is cut off. One that reads, however
  * far behind it starts, drains its queue and catches up. */
 #define STALL_MS 1000
+#define MAX_SENDERS 8
 
 typedef struct RingEntry {
     uint64_t rev;
     Norn__V1__SessionDelta *delta;
-    RpcPacked *full; /* with steps */
-    RpcPacked *lite; /* without steps */
+    /* Packed on first use by whichever sender needs it first. */
+    RpcPacked *_Atomic full; /* with steps */
+    RpcPacked *_Atomic lite; /* without steps */
 } RingEntry;
 
+/* A WatchSessions stream; touched only by its feed's sender once added. */
 typedef struct Watcher {
-    struct Watcher *prev, *next;
     WatchHub *hub;
     RpcCall *call;
     char **ids;
@@ -55,7 +62,6 @@ typedef struct Watcher {
     uint32_t progress_ms;
     uint64_t next_rev;
     uint64_t last_sent_ms;
-    uint64_t full_since_ms; /* 0 = its queue has room */
     int done;
 } Watcher;
 
@@ -64,21 +70,22 @@ struct WatchHub {
     ConfigHolder *config;
     WatchLimits lim;
     pthread_t thread;
-    pthread_mutex_t mu;
-    int stop;
-    /* Newest committed revision we were told of. Commits publish it without
-     * the hub lock, which the fan-out holds: ingest never waits on watchers. */
+    int stop; /* under wake_mu */
+    /* Newest committed revision we were told of. Commits publish it with an
+     * atomic and a brief wake-up: ingest never waits on the fan-out. */
     _Atomic uint64_t published;
     pthread_mutex_t wake_mu; /* guards wake_pending; held only briefly */
     pthread_cond_t wake_cv;
     int wake_pending;
+    /* Guards loaded, ring_first and the ring: the hub thread writes, the
+     * senders read. */
+    pthread_rwlock_t ring_lock;
     uint64_t loaded; /* newest revision in the ring */
     uint64_t ring_first;
     RingEntry ring[RING_SIZE];
-    Watcher *watchers;
-    size_t n_watchers;
-    uint64_t delivered, cut_off;
-    uint64_t last_trim_ms;
+    atomic_size_t n_watchers;
+    _Atomic uint64_t delivered, cut_off;
+    uint64_t last_trim_ms; /* hub thread only */
 };
 
 static uint64_t now_ms(void)
@@ -86,6 +93,289 @@ static uint64_t now_ms(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* ---- feeds and their sender threads ----------------------------------------------- */
+
+struct WatchFeed {
+    struct WatchFeed *prev, *next;
+    struct Shard *shard;
+    RpcCall *call;
+    void *owner;
+    WatchPump pump;
+    void *ctx;
+    void (*free_ctx)(void *);
+    uint64_t full_since_ms; /* 0 = its queue has room; sender thread only */
+};
+
+typedef struct Shard {
+    pthread_t thread;
+    pthread_mutex_t mu; /* the feed list; held for a whole pass */
+    WatchFeed *feeds;
+    pthread_mutex_t wake_mu; /* kicks, passes, stop; held only briefly */
+    pthread_cond_t wake_cv, pass_cv;
+    uint64_t kicks;  /* passes asked for */
+    uint64_t passes; /* the kick count the last finished pass began at */
+    int stop;
+} Shard;
+
+typedef struct Senders {
+    int refs;
+    size_t n;
+    Shard shards[MAX_SENDERS];
+} Senders;
+
+static pthread_mutex_t senders_mu = PTHREAD_MUTEX_INITIALIZER; /* the pool and its refs */
+static Senders *senders;
+
+static void timespec_in_ms(struct timespec *t, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_nsec += ms * 1000000L;
+    while (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *shard_main(void *arg)
+{
+    Shard *s = arg;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&s->wake_mu);
+    while (!s->stop) {
+        if (s->kicks == seen) {
+            struct timespec until;
+            timespec_in_ms(&until, TICK_MS); /* progress and stall checks */
+            pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &until);
+            if (s->stop)
+                break;
+        }
+        uint64_t target = s->kicks;
+        pthread_mutex_unlock(&s->wake_mu);
+        uint64_t now = now_ms();
+        pthread_mutex_lock(&s->mu);
+        for (WatchFeed *f = s->feeds; f; f = f->next)
+            f->pump(f->ctx, f, now);
+        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_lock(&s->wake_mu);
+        seen = target;
+        s->passes = target;
+        pthread_cond_broadcast(&s->pass_cv);
+    }
+    pthread_mutex_unlock(&s->wake_mu);
+    return NULL;
+}
+
+static void shard_kick(Shard *s)
+{
+    pthread_mutex_lock(&s->wake_mu);
+    s->kicks++;
+    pthread_cond_signal(&s->wake_cv);
+    pthread_mutex_unlock(&s->wake_mu);
+}
+
+static void shard_destroy(Shard *s)
+{
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->wake_mu);
+    pthread_cond_destroy(&s->wake_cv);
+    pthread_cond_destroy(&s->pass_cv);
+}
+
+static size_t sender_count(void)
+{
+    const char *env = getenv("NORN_WATCH_SENDERS");
+    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > MAX_SENDERS ? MAX_SENDERS : (size_t)n;
+}
+
+static void senders_stop(Senders *p, size_t started)
+{
+    for (size_t i = 0; i < started; i++) {
+        Shard *s = &p->shards[i];
+        pthread_mutex_lock(&s->wake_mu);
+        s->stop = 1;
+        pthread_cond_broadcast(&s->wake_cv);
+        pthread_cond_broadcast(&s->pass_cv);
+        pthread_mutex_unlock(&s->wake_mu);
+        pthread_join(s->thread, NULL);
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        Shard *s = &p->shards[i];
+        /* Feeds left here belong to calls the server has ended. */
+        for (WatchFeed *f = s->feeds, *n; f; f = n) {
+            n = f->next;
+            f->free_ctx(f->ctx);
+            rpc_call_unref(f->call);
+            free(f);
+        }
+        shard_destroy(s);
+    }
+    free(p);
+}
+
+int watch_senders_acquire(void)
+{
+    int rc = 0;
+    pthread_mutex_lock(&senders_mu);
+    if (!senders) {
+        Senders *p = calloc(1, sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&senders_mu);
+            return -1;
+        }
+        p->n = sender_count();
+        for (size_t i = 0; i < p->n; i++) {
+            Shard *s = &p->shards[i];
+            pthread_mutex_init(&s->mu, NULL);
+            pthread_mutex_init(&s->wake_mu, NULL);
+            pthread_cond_init(&s->wake_cv, NULL);
+            pthread_cond_init(&s->pass_cv, NULL);
+        }
+        for (size_t i = 0; i < p->n; i++) {
+            if (pthread_create(&p->shards[i].thread, NULL, shard_main, &p->shards[i]) != 0) {
+                log_error("watch_senders_failed", "reason=\"cannot start sender thread %zu\"", i);
+                senders_stop(p, i);
+                p = NULL;
+                rc = -1;
+                break;
+            }
+        }
+        senders = p;
+    }
+    if (senders)
+        senders->refs++;
+    pthread_mutex_unlock(&senders_mu);
+    return rc;
+}
+
+void watch_senders_release(void)
+{
+    pthread_mutex_lock(&senders_mu);
+    Senders *p = senders;
+    if (p && --p->refs == 0)
+        senders = NULL;
+    else
+        p = NULL;
+    pthread_mutex_unlock(&senders_mu);
+    if (p)
+        senders_stop(p, p->n);
+}
+
+void watch_senders_flush(void)
+{
+    Senders *p = senders; /* the caller holds a reference */
+    uint64_t target[MAX_SENDERS];
+    for (size_t i = 0; i < p->n; i++) {
+        Shard *s = &p->shards[i];
+        pthread_mutex_lock(&s->wake_mu);
+        target[i] = ++s->kicks;
+        pthread_cond_signal(&s->wake_cv);
+        pthread_mutex_unlock(&s->wake_mu);
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        Shard *s = &p->shards[i];
+        pthread_mutex_lock(&s->wake_mu);
+        while (s->passes < target[i] && !s->stop)
+            pthread_cond_wait(&s->pass_cv, &s->wake_mu);
+        pthread_mutex_unlock(&s->wake_mu);
+    }
+}
+
+static void senders_kick_all(void)
+{
+    Senders *p = senders;
+    for (size_t i = 0; i < p->n; i++)
+        shard_kick(&p->shards[i]);
+}
+
+static void feed_unlink_locked(Shard *s, WatchFeed *f)
+{
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        s->feeds = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+}
+
+/* The call is over (adapter thread, no adapter locks held). */
+static void feed_done(void *arg)
+{
+    WatchFeed *f = arg;
+    Shard *s = f->shard;
+    pthread_mutex_lock(&s->mu); /* waits for a pass that is pumping it */
+    feed_unlink_locked(s, f);
+    pthread_mutex_unlock(&s->mu);
+    f->free_ctx(f->ctx);
+    rpc_call_unref(f->call);
+    free(f);
+}
+
+int watch_feed_add(RpcCall *call, void *owner, WatchPump pump, void *ctx, void (*free_ctx)(void *))
+{
+    WatchFeed *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    Senders *p = senders; /* the caller holds a reference */
+    Shard *s = &p->shards[rpc_call_connection_key(call) % p->n];
+    f->shard = s;
+    f->call = call;
+    f->owner = owner;
+    f->pump = pump;
+    f->ctx = ctx;
+    f->free_ctx = free_ctx;
+    rpc_call_ref(call);
+    pthread_mutex_lock(&s->mu);
+    f->next = s->feeds;
+    if (s->feeds)
+        s->feeds->prev = f;
+    s->feeds = f;
+    pthread_mutex_unlock(&s->mu);
+    /* May run feed_done at once when the call is already over. */
+    rpc_call_on_done(call, feed_done, f);
+    shard_kick(s);
+    return 0;
+}
+
+RpcCall *watch_feed_call(const WatchFeed *f)
+{
+    return f->call;
+}
+
+WatchRoom watch_feed_room(WatchFeed *f, size_t queue_bytes, int behind, uint64_t now)
+{
+    if (rpc_call_queued_bytes(f->call) < queue_bytes) {
+        f->full_since_ms = 0;
+        return WATCH_ROOM_OK;
+    }
+    if (!f->full_since_ms)
+        f->full_since_ms = now;
+    else if (behind && now - f->full_since_ms >= STALL_MS)
+        return WATCH_ROOM_STALLED;
+    return WATCH_ROOM_FULL;
+}
+
+void watch_feeds_drop(void *owner)
+{
+    Senders *p = senders;
+    for (size_t i = 0; i < p->n; i++) {
+        Shard *s = &p->shards[i];
+        pthread_mutex_lock(&s->mu);
+        for (WatchFeed *f = s->feeds, *n; f; f = n) {
+            n = f->next;
+            if (f->owner != owner)
+                continue;
+            feed_unlink_locked(s, f);
+            f->free_ctx(f->ctx);
+            rpc_call_unref(f->call);
+            free(f);
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 void watch_limits_default(WatchLimits *l)
@@ -137,7 +427,7 @@ static void cut_off(WatchHub *h, Watcher *w, RpcCode code, const char *why)
     snprintf(msg, sizeof msg, "%s; resume from revision %s", why, rev);
     rpc_call_finish(w->call, code, msg);
     w->done = 1;
-    h->cut_off++;
+    atomic_fetch_add(&h->cut_off, 1);
     log_info("watcher_cut_off", "resume_revision=%s reason=\"%s\"", rev, why);
 }
 
@@ -149,7 +439,7 @@ static int queue_full(const WatchHub *h, Watcher *w)
 static void sent(WatchHub *h, Watcher *w, RpcCode rc)
 {
     if (rc == RPC_OK) {
-        h->delivered++;
+        atomic_fetch_add(&h->delivered, 1);
         w->last_sent_ms = now_ms();
     } else if (rc == RPC_CANCELLED) {
         w->done = 1; /* the call is over; on_done removes it */
@@ -184,26 +474,36 @@ static int catch_up_visit(void *arg, Norn__V1__SessionDelta *d)
     return !w->done && !queue_full(cu->h, w) && w->next_rev < cu->h->ring_first;
 }
 
-static void deliver(WatchHub *h, Watcher *w)
+/* The entry's packed form for this watcher, packed by the first sender
+ * that needs it (senders race here only under the ring's read lock). */
+static RpcPacked *ring_packed(RingEntry *e, int with_steps)
+{
+    RpcPacked *_Atomic *slot = with_steps ? &e->full : &e->lite;
+    RpcPacked *p = atomic_load(slot);
+    if (p)
+        return p;
+    RpcPacked *mine = pack_delta(e->delta, with_steps);
+    if (!mine || atomic_compare_exchange_strong(slot, &p, mine))
+        return mine;
+    rpc_packed_free(mine); /* another sender was first */
+    return p;
+}
+
+/* Called with the ring's read lock held. */
+static void deliver(WatchHub *h, Watcher *w, WatchFeed *f, uint64_t now)
 {
     while (!w->done && w->next_rev <= h->loaded) {
-        if (queue_full(h, w)) {
-            uint64_t now = now_ms();
-            if (!w->full_since_ms)
-                w->full_since_ms = now;
-            else if (h->loaded - w->next_rev + 1 > h->lim.max_lag &&
-                     now - w->full_since_ms >= STALL_MS)
-                cut_off(h, w, RPC_RESOURCE_EXHAUSTED, "watcher fell too far behind");
+        WatchRoom room = watch_feed_room(f, h->lim.queue_bytes,
+                                         h->loaded - w->next_rev + 1 > h->lim.max_lag, now);
+        if (room == WATCH_ROOM_STALLED)
+            cut_off(h, w, RPC_RESOURCE_EXHAUSTED, "watcher fell too far behind");
+        if (room != WATCH_ROOM_OK)
             return; /* paced: it gets more when its queue drains */
-        }
-        w->full_since_ms = 0;
         if (w->next_rev >= h->ring_first) {
             RingEntry *e = &h->ring[w->next_rev & (RING_SIZE - 1)];
             if (matches(w, e->delta)) {
-                RpcPacked **pp = w->include_steps ? &e->full : &e->lite;
-                if (!*pp)
-                    *pp = pack_delta(e->delta, w->include_steps);
-                sent(h, w, *pp ? rpc_call_send_packed(w->call, *pp) : RPC_RESOURCE_EXHAUSTED);
+                RpcPacked *p = ring_packed(e, w->include_steps);
+                sent(h, w, p ? rpc_call_send_packed(w->call, p) : RPC_RESOURCE_EXHAUSTED);
             }
             w->next_rev++;
             continue;
@@ -232,6 +532,19 @@ static void progress(WatchHub *h, Watcher *w, uint64_t now)
     sent(h, w, rpc_call_send(w->call, &r.base));
 }
 
+/* The WatchPump of a WatchSessions stream. */
+static void watcher_pump(void *ctx, WatchFeed *f, uint64_t now)
+{
+    Watcher *w = ctx;
+    if (w->done)
+        return;
+    WatchHub *h = w->hub;
+    pthread_rwlock_rdlock(&h->ring_lock);
+    deliver(h, w, f, now);
+    progress(h, w, now);
+    pthread_rwlock_unlock(&h->ring_lock);
+}
+
 /* ---- the revision log: load into the ring, trim by count and age --------------- */
 
 typedef struct Loader {
@@ -255,11 +568,12 @@ static void ring_put(WatchHub *h, Norn__V1__SessionDelta *d)
     RingEntry *e = &h->ring[d->revision & (RING_SIZE - 1)];
     if (e->delta)
         norn__v1__session_delta__free_unpacked(e->delta, NULL);
-    rpc_packed_free(e->full);
-    rpc_packed_free(e->lite);
+    rpc_packed_free(atomic_load(&e->full));
+    rpc_packed_free(atomic_load(&e->lite));
     e->rev = d->revision;
     e->delta = d;
-    e->full = e->lite = NULL;
+    atomic_store(&e->full, NULL);
+    atomic_store(&e->lite, NULL);
     h->loaded = d->revision;
     if (h->loaded >= RING_SIZE && h->ring_first < h->loaded - RING_SIZE + 1)
         h->ring_first = h->loaded - RING_SIZE + 1;
@@ -311,7 +625,7 @@ static void trim(WatchHub *h, uint64_t current)
         log_debug("revlog_trimmed", "keep_from=%llu", (unsigned long long)keep_from);
 }
 
-/* Wakes the hub thread (new revision, new watcher, stop). */
+/* Wakes the hub thread (new revision, stop). */
 static void wake(WatchHub *h)
 {
     pthread_mutex_lock(&h->wake_mu);
@@ -320,64 +634,58 @@ static void wake(WatchHub *h)
     pthread_mutex_unlock(&h->wake_mu);
 }
 
+/* Sleeps until a commit is published, stop, or a tick; 1 = stop. */
+static int hub_wait(WatchHub *h)
+{
+    pthread_mutex_lock(&h->wake_mu);
+    if (!h->stop && !h->wake_pending && h->loaded >= atomic_load(&h->published)) {
+        struct timespec until;
+        timespec_in_ms(&until, TICK_MS);
+        pthread_cond_timedwait(&h->wake_cv, &h->wake_mu, &until);
+    }
+    h->wake_pending = 0;
+    int stop = h->stop;
+    pthread_mutex_unlock(&h->wake_mu);
+    return stop;
+}
+
 static void *hub_main(void *arg)
 {
     WatchHub *h = arg;
     Norn__V1__SessionDelta *batch[CATCH_UP_BATCH];
-    pthread_mutex_lock(&h->mu);
-    while (!h->stop) {
-        if (h->loaded >= atomic_load(&h->published)) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += TICK_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
-            /* Sleep without the hub lock, so watchers can come and go. */
-            pthread_mutex_unlock(&h->mu);
-            pthread_mutex_lock(&h->wake_mu);
-            if (!h->wake_pending && h->loaded >= atomic_load(&h->published))
-                pthread_cond_timedwait(&h->wake_cv, &h->wake_mu, &until);
-            h->wake_pending = 0;
-            pthread_mutex_unlock(&h->wake_mu);
-            pthread_mutex_lock(&h->mu);
-            if (h->stop)
-                break;
-        }
+    /* Only this thread writes loaded and ring_first: it reads them unlocked. */
+    while (!hub_wait(h)) {
         uint64_t from = h->loaded + 1, to = atomic_load(&h->published);
-        if (from <= to && !h->watchers) {
+        if (from <= to && !atomic_load(&h->n_watchers)) {
             /* Nobody is watching: nothing to read. A watcher that comes later
              * and starts further back reads the log from the store. */
+            pthread_rwlock_wrlock(&h->ring_lock);
             h->loaded = to;
             h->ring_first = to + 1;
+            pthread_rwlock_unlock(&h->ring_lock);
         } else if (from <= to) {
-            /* Read the new entries without holding the hub lock. */
-            pthread_mutex_unlock(&h->mu);
+            /* Read the new entries without the ring lock: senders go on. */
             Loader l = {batch, 0, CATCH_UP_BATCH};
             store_revlog_scan(h->store, from, CATCH_UP_BATCH, load_visit, &l);
-            pthread_mutex_lock(&h->mu);
+            pthread_rwlock_wrlock(&h->ring_lock);
             for (size_t i = 0; i < l.n; i++) {
                 if (batch[i]->revision == h->loaded + 1)
                     ring_put(h, batch[i]);
                 else
                     norn__v1__session_delta__free_unpacked(batch[i], NULL);
             }
+            pthread_rwlock_unlock(&h->ring_lock);
+            if (l.n)
+                senders_kick_all();
+            if (h->loaded < atomic_load(&h->published))
+                wake(h); /* more than one batch behind: go on at once */
         }
         uint64_t now = now_ms();
-        for (Watcher *w = h->watchers; w; w = w->next) {
-            deliver(h, w);
-            progress(h, w, now);
-        }
         if (now - h->last_trim_ms >= h->lim.trim_every_ms) {
             h->last_trim_ms = now;
-            uint64_t current = h->loaded;
-            pthread_mutex_unlock(&h->mu);
-            trim(h, current);
-            pthread_mutex_lock(&h->mu);
+            trim(h, h->loaded);
         }
     }
-    pthread_mutex_unlock(&h->mu);
     return NULL;
 }
 
@@ -385,6 +693,8 @@ static void *hub_main(void *arg)
 
 WatchHub *watch_hub_new(Store *store, ConfigHolder *config, const WatchLimits *limits)
 {
+    if (watch_senders_acquire() != 0)
+        return NULL;
     WatchHub *h = msg_alloc(sizeof *h);
     h->store = store;
     h->config = config;
@@ -401,14 +711,15 @@ WatchHub *watch_hub_new(Store *store, ConfigHolder *config, const WatchLimits *l
     h->loaded = current;
     h->ring_first = h->loaded + 1;
     h->last_trim_ms = now_ms();
-    pthread_mutex_init(&h->mu, NULL);
+    pthread_rwlock_init(&h->ring_lock, NULL);
     pthread_mutex_init(&h->wake_mu, NULL);
     pthread_cond_init(&h->wake_cv, NULL);
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0) {
-        pthread_mutex_destroy(&h->mu);
+        pthread_rwlock_destroy(&h->ring_lock);
         pthread_mutex_destroy(&h->wake_mu);
         pthread_cond_destroy(&h->wake_cv);
         free(h);
+        watch_senders_release();
         return NULL;
     }
     return h;
@@ -428,27 +739,24 @@ void watch_hub_free(WatchHub *h)
 {
     if (!h)
         return;
-    pthread_mutex_lock(&h->mu);
+    pthread_mutex_lock(&h->wake_mu);
     h->stop = 1;
-    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_unlock(&h->wake_mu);
     wake(h);
     pthread_join(h->thread, NULL);
     /* Watchers still listed belong to calls the server has ended. */
-    for (Watcher *w = h->watchers, *n; w; w = n) {
-        n = w->next;
-        rpc_call_unref(w->call);
-        watcher_free(w);
-    }
+    watch_feeds_drop(h);
     for (size_t i = 0; i < RING_SIZE; i++) {
         if (h->ring[i].delta)
             norn__v1__session_delta__free_unpacked(h->ring[i].delta, NULL);
-        rpc_packed_free(h->ring[i].full);
-        rpc_packed_free(h->ring[i].lite);
+        rpc_packed_free(atomic_load(&h->ring[i].full));
+        rpc_packed_free(atomic_load(&h->ring[i].lite));
     }
-    pthread_mutex_destroy(&h->mu);
+    pthread_rwlock_destroy(&h->ring_lock);
     pthread_mutex_destroy(&h->wake_mu);
     pthread_cond_destroy(&h->wake_cv);
     free(h);
+    watch_senders_release();
 }
 
 void watch_hub_publish(void *hub, uint64_t revision)
@@ -460,20 +768,11 @@ void watch_hub_publish(void *hub, uint64_t revision)
     wake(h);
 }
 
-static void watcher_done(void *arg)
+/* The feed's free_ctx: the call is over. */
+static void watcher_gone(void *arg)
 {
     Watcher *w = arg;
-    WatchHub *h = w->hub;
-    pthread_mutex_lock(&h->mu);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        h->watchers = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    h->n_watchers--;
-    pthread_mutex_unlock(&h->mu);
-    rpc_call_unref(w->call);
+    atomic_fetch_sub(&w->hub->n_watchers, 1);
     watcher_free(w);
 }
 
@@ -605,26 +904,23 @@ RpcCode watch_hub_watch(WatchHub *h, RpcCall *call, const Norn__V1__WatchSession
         }
         start = req->start_revision;
     }
-    rpc_call_ref(call);
-    pthread_mutex_lock(&h->mu);
+    /* Counted before `published` is read: the hub then loads what this
+     * watcher needs instead of skipping it as unwatched. */
+    atomic_fetch_add(&h->n_watchers, 1);
     w->next_rev = start ? start : atomic_load(&h->published) + 1;
-    w->next = h->watchers;
-    if (h->watchers)
-        h->watchers->prev = w;
-    h->watchers = w;
-    h->n_watchers++;
-    pthread_mutex_unlock(&h->mu);
-    wake(h);
-    rpc_call_on_done(call, watcher_done, w);
+    if (watch_feed_add(call, h, watcher_pump, w, watcher_gone) != 0) {
+        watcher_gone(w);
+        return rpc_fail(call, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
     return RPC_PENDING;
 }
 
 void watch_hub_stats(WatchHub *h, WatchStats *out)
 {
-    pthread_mutex_lock(&h->mu);
-    out->watchers = h->n_watchers;
-    out->delivered = h->delivered;
-    out->cut_off = h->cut_off;
+    out->watchers = atomic_load(&h->n_watchers);
+    out->delivered = atomic_load(&h->delivered);
+    out->cut_off = atomic_load(&h->cut_off);
+    pthread_rwlock_rdlock(&h->ring_lock);
     out->revision = h->loaded;
-    pthread_mutex_unlock(&h->mu);
+    pthread_rwlock_unlock(&h->ring_lock);
 }

@@ -10,6 +10,12 @@ target_link_libraries(norn_executor PUBLIC norn_common PkgConfig::JANSSON Thread
 # nornd finds it next to its own executable.
 add_executable(norn-run-wrapper ${CMAKE_CURRENT_LIST_DIR}/run_wrapper.c)
 target_compile_options(norn-run-wrapper PRIVATE ${NORN_WARNINGS})
+# Never instrumented: the sanitizer runtimes need far more address space
+# than the RLIMIT_AS the wrapper sets before it execs (or reports an error).
+if(NORN_SANITIZE)
+  target_compile_options(norn-run-wrapper PRIVATE -fno-sanitize=all)
+  target_link_options(norn-run-wrapper PRIVATE -fno-sanitize=all)
+endif()
 
 norn_cmocka_test(test_executor SOURCES tests/unit/test_executor.c
   LIBS norn_executor Threads::Threads LABELS integration)

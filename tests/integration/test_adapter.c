@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "norn/test/v1/echo.grpc-c.h"
 #include "rpc_server.h"
@@ -134,11 +135,39 @@ static void spawn(Srv *s, void *(*fn)(void *), void *arg)
 
 /* Echo --------------------------------------------------------------------------- */
 
+typedef struct EchoLater {
+    RpcCall *call;
+    char *text;
+} EchoLater;
+
+/* Answers a unary call left open, as a service waiting for another
+ * component (AnalyzeSwarm waiting for the model) does. */
+static void *echo_later_main(void *arg)
+{
+    EchoLater *e = arg;
+    usleep(50 * 1000);
+    EchoResponse resp = NORN__TEST__V1__ECHO_RESPONSE__INIT;
+    resp.text = e->text;
+    rpc_call_send(e->call, &resp.base);
+    rpc_call_finish(e->call, RPC_OK, NULL);
+    rpc_call_unref(e->call);
+    free(e->text);
+    free(e);
+    return NULL;
+}
+
 static RpcCode echo(void *ud, RpcCall *call, const EchoRequest *req, EchoResponse *resp)
 {
-    (void)ud;
-    if (req->pending)
-        return RPC_PENDING; /* not allowed for a unary call */
+    Srv *s = ud;
+    if (req->pending) {
+        EchoLater *e = calloc(1, sizeof *e);
+        e->call = call;
+        e->text = strdup(req->text);
+        rpc_call_ref(call);
+        note(s, &s->pending_returned, 1);
+        spawn(s, echo_later_main, e);
+        return RPC_PENDING;
+    }
     if (req->fail_code) {
         char code[16];
         snprintf(code, sizeof code, "%d", req->fail_code);
@@ -568,18 +597,21 @@ static void test_unary_echo(void **state)
     assert_int_equal(c.calls_unimplemented, 0);
 }
 
-/* A unary handler may not keep its call open. */
-static void test_unary_pending_is_internal(void **state)
+/* A unary handler may keep its call open and answer from another thread. */
+static void test_unary_answered_later(void **state)
 {
     Srv *s = *state;
     EchoRequest req = NORN__TEST__V1__ECHO_REQUEST__INIT;
     req.pending = 1;
+    req.text = "later";
     EchoResponse *resp = NULL;
     RpcStatus st;
     assert_int_equal(norn__test__v1__echo_service__echo__call(s->ch, &req, &resp, &CO, &st),
-                     RPC_INTERNAL);
-    assert_null(resp);
-    assert_non_null(strstr(st.message, "unary"));
+                     RPC_OK);
+    assert_non_null(resp);
+    assert_string_equal(resp->text, "later");
+    assert_int_equal(read_int(s, &s->pending_returned), 1);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
     rpc_status_clear(&st);
 }
 
@@ -1088,7 +1120,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_unary_echo, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unary_pending_is_internal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unary_answered_later, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_stream_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_stream_sum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bidi_chat, setup, teardown),

@@ -2,7 +2,8 @@
  * test_server.c — the foundation end to end: a real nornd process, the
  * generated C client over real gRPC. Health Check/Watch, UNIMPLEMENTED for
  * unwritten and unknown methods, malformed and oversized requests, server
- * reflection over the bidi stream, graceful drain on SIGTERM, a busy port,
+ * reflection over the bidi stream, graceful drain on SIGTERM (Health
+ * watchers hear NOT_SERVING first), a busy port,
  * API keys, TLS and mTLS, and the norn CLI's exit codes.
  */
 #include <stdarg.h>
@@ -246,6 +247,54 @@ static void test_sigterm_ends_health_watch(void **state)
     rpc_channel_close(ch);
 }
 
+/* A status change reaches every watcher of the service, on any connection,
+ * exactly once; a watcher of an unknown service hears only that. */
+static void test_drain_reaches_every_health_watcher(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    NorndProc p;
+    assert_int_equal(nornd_spawn(&p, NULL, NULL), 0);
+    RpcChannelOptions o1 = {.max_recv_bytes = (64u << 20) + 1}; /* a connection of its own */
+    char err[256];
+    RpcChannel *chs[2] = {open_plain(p.target, NULL),
+                          rpc_channel_open(p.target, &o1, err, sizeof err)};
+    assert_non_null(chs[1]);
+    RpcClientCall *calls[N + 1];
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *msg = NULL;
+    for (int i = 0; i < N; i++) {
+        req.service = i % 2 ? "norn.v1.SessionService" : "";
+        calls[i] = grpc__health__v1__health__watch__start(chs[i / (N / 2)], &req, NULL);
+        assert_non_null(calls[i]);
+        assert_int_equal(grpc__health__v1__health__watch__read(calls[i], &msg), 1);
+        assert_int_equal(msg->status, SERVING);
+        protobuf_c_message_free_unpacked(&msg->base, NULL);
+    }
+    req.service = "no.such.Service";
+    calls[N] = grpc__health__v1__health__watch__start(chs[0], &req, NULL);
+    assert_int_equal(grpc__health__v1__health__watch__read(calls[N], &msg), 1);
+    assert_int_equal(msg->status,
+                     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+    protobuf_c_message_free_unpacked(&msg->base, NULL);
+
+    kill(p.pid, SIGTERM);
+    for (int i = 0; i <= N; i++) {
+        if (i < N) {
+            assert_int_equal(grpc__health__v1__health__watch__read(calls[i], &msg), 1);
+            assert_int_equal(msg->status, NOT_SERVING);
+            protobuf_c_message_free_unpacked(&msg->base, NULL);
+        }
+        assert_int_equal(grpc__health__v1__health__watch__read(calls[i], &msg), 0);
+        RpcStatus st;
+        assert_int_equal(rpc_stream_finish(calls[i], &st), RPC_UNAVAILABLE);
+        rpc_status_clear(&st);
+    }
+    assert_int_equal(nornd_stop(&p, SIGTERM), 0);
+    rpc_channel_close(chs[0]);
+    rpc_channel_close(chs[1]);
+}
+
 static void test_busy_port_is_an_error(void **state)
 {
     (void)state;
@@ -456,6 +505,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_and_oversized_requests),
         cmocka_unit_test(test_reflection_over_bidi_stream),
         cmocka_unit_test(test_sigterm_ends_health_watch),
+        cmocka_unit_test(test_drain_reaches_every_health_watcher),
         cmocka_unit_test(test_busy_port_is_an_error),
         cmocka_unit_test(test_api_key),
         cmocka_unit_test(test_api_key_file),

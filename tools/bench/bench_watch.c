@@ -51,6 +51,7 @@ typedef struct WatchOpts {
     uint64_t settle_ms;
     uint64_t establish_s;
     uint64_t pid;
+    uint64_t readers; /* 0 = a reader thread per stream */
     int idle;
 } WatchOpts;
 
@@ -71,6 +72,8 @@ typedef struct Shared {
     atomic_size_t ended;           /* streams over before the end of the run */
     atomic_uint_fast64_t measured; /* measured deltas received, all watchers */
     atomic_int stop;
+    RpcStreamSet *set;        /* --readers >= 1: every stream */
+    atomic_size_t set_closed; /* streams of the set that ended, early or not */
 } Shared;
 
 typedef struct Watcher {
@@ -78,7 +81,9 @@ typedef struct Watcher {
     Shared *sh;
     RpcChannel *ch;
     pthread_t thread;
-    pthread_mutex_t mu; /* guards call: the main thread cancels it */
+    /* Guards call (the main thread cancels it); with a stream set, also
+     * the figures below (two readers may hold events of one stream). */
+    pthread_mutex_t mu;
     RpcClientCall *call;
     int established;
     LatSamples lat;
@@ -93,8 +98,9 @@ static void usage(FILE *out)
     fputs("usage: norn-bench watch --watchers N [options]\n"
           "       norn-bench watch --idle N --pid PID [options]\n"
           "\n"
-          "WatchSessions fan-out. Opens N watch streams (one reader thread each) over C\n"
-          "channels and waits until all are established. With --watchers, one writer then\n"
+          "WatchSessions fan-out. Opens N watch streams over C channels, read by a few\n"
+          "threads from one completion queue (--readers), and waits until all are established. "
+          "With --watchers, one writer then\n"
           "commits R times a second (OpenSession + RecordSteps of 1 step, 2 deltas) and\n"
           "every delta's commit-to-watcher latency is recorded: from just before the call\n"
           "to its arrival at each watcher. With --idle, the streams are only opened.\n"
@@ -111,6 +117,8 @@ static void usage(FILE *out)
           "  --rate R            commits per second (default 50)\n"
           "  --seconds S         measured duration (default 10)\n"
           "  --pid PID           nornd's pid, to read its VmRSS (same machine)\n"
+          "  --readers R         threads reading all streams from one queue (default 2);\n"
+          "                      0 = one thread per stream, blocking reads\n"
           "  --stack-kb K        reader thread stack size (default 128)\n"
           "  --settle-ms N       wait before reading memory (default 1000)\n"
           "  --establish-s N     give up when the streams are not established by then\n"
@@ -282,9 +290,61 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* A stream of the set ended. */
+static void on_set_end(Watcher *w, RpcStatus *st)
+{
+    Shared *sh = w->sh;
+    if (!atomic_load(&sh->stop)) {
+        const char *resume = rpc_status_trailer(st, "norn-resume-revision");
+        pthread_mutex_lock(&w->mu);
+        w->ended_early = 1;
+        w->end_code = st->code;
+        snprintf(w->end_msg, sizeof w->end_msg, "%s: %s%s%s", rpc_code_name(st->code),
+                 st->message ? st->message : "", resume ? "; resume at " : "",
+                 resume ? resume : "");
+        pthread_mutex_unlock(&w->mu);
+        atomic_fetch_add(&sh->ended, 1);
+    }
+    atomic_fetch_add(&sh->set_closed, 1);
+}
+
+/* Reads every stream of the set until all have ended after the stop. */
+static void *set_reader_main(void *arg)
+{
+    Shared *sh = arg;
+    size_t n = (size_t)sh->o->watchers;
+    while (!(atomic_load(&sh->stop) && atomic_load(&sh->set_closed) >= n)) {
+        RpcStreamEvent ev;
+        if (!rpc_stream_set_next(sh->set, 100, &ev))
+            continue;
+        uint64_t now = bench_now_ns();
+        Watcher *w = ev.user;
+        if (!ev.msg) {
+            on_set_end(w, &ev.status);
+            rpc_status_clear(&ev.status);
+            continue;
+        }
+        Norn__V1__WatchSessionsResponse *m = (Norn__V1__WatchSessionsResponse *)ev.msg;
+        pthread_mutex_lock(&w->mu);
+        if (!w->established) {
+            w->established = 1;
+            atomic_fetch_add(&sh->established, 1);
+        }
+        if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA && m->delta)
+            on_delta(w, m->delta, now);
+        pthread_mutex_unlock(&w->mu);
+        norn__v1__watch_sessions_response__free_unpacked(m, NULL);
+    }
+    return NULL;
+}
+
 static void stop_readers(Shared *sh, Watcher *ws, size_t n)
 {
     atomic_store(&sh->stop, 1);
+    if (sh->set) {
+        rpc_stream_set_cancel(sh->set);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&ws[i].mu);
         if (ws[i].call)
@@ -405,6 +465,7 @@ static int parse_opts(int argc, char **argv, WatchOpts *o)
         O_SECONDS,
         O_PID,
         O_STACK,
+        O_READERS,
         O_SETTLE,
         O_ESTABLISH,
         O_TIMEOUT
@@ -419,6 +480,7 @@ static int parse_opts(int argc, char **argv, WatchOpts *o)
         {"seconds", required_argument, NULL, O_SECONDS},
         {"pid", required_argument, NULL, O_PID},
         {"stack-kb", required_argument, NULL, O_STACK},
+        {"readers", required_argument, NULL, O_READERS},
         {"settle-ms", required_argument, NULL, O_SETTLE},
         {"establish-s", required_argument, NULL, O_ESTABLISH},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
@@ -446,6 +508,7 @@ static int parse_opts(int argc, char **argv, WatchOpts *o)
             break;
         case O_PID: bad = bench_parse_u64("--pid", optarg, 1, INT_MAX, &o->pid); break;
         case O_STACK: bad = bench_parse_u64("--stack-kb", optarg, 32, 65536, &o->stack_kb); break;
+        case O_READERS: bad = bench_parse_u64("--readers", optarg, 0, 64, &o->readers); break;
         case O_SETTLE:
             bad = bench_parse_u64("--settle-ms", optarg, 0, 600000, &o->settle_ms);
             break;
@@ -485,6 +548,7 @@ int bench_watch(int argc, char **argv)
         .rate = 50,
         .seconds = 10,
         .stack_kb = 128,
+        .readers = 2,
         .timeout_ms = 30000,
         .settle_ms = 1000,
         .establish_s = 120,
@@ -559,24 +623,51 @@ int bench_watch(int argc, char **argv)
         stack = PTHREAD_STACK_MIN;
     pthread_attr_setstacksize(&attr, stack);
     uint64_t t_open = bench_now_ns();
-    size_t started = 0;
+    size_t started = 0, readers = 0;
+    pthread_t *reader_threads = NULL;
+    if (o.readers) {
+        sh.set = rpc_stream_set_new();
+        reader_threads = calloc(o.readers, sizeof *reader_threads);
+        if (!sh.set || !reader_threads) {
+            fputs("norn-bench: out of memory\n", stderr);
+            return BENCH_FAILED;
+        }
+    }
+    Norn__V1__WatchSessionsRequest req = NORN__V1__WATCH_SESSIONS_REQUEST__INIT;
     for (size_t i = 0; i < o.watchers; i++) {
         Watcher *w = &ws[i];
         w->idx = (int)i;
         w->sh = &sh;
         w->ch = chs[i % o.channels];
         pthread_mutex_init(&w->mu, NULL);
-        if (pthread_create(&w->thread, &attr, reader_main, w) != 0) {
+        if (sh.set) {
+            if (rpc_stream_set_start(sh.set, w->ch,
+                                     &norn__v1__session_service__rpc
+                                          .methods[NORN__V1__SESSION_SERVICE__WATCH_SESSIONS],
+                                     &req.base, NULL, w) != 0) {
+                fprintf(stderr, "norn-bench watch: cannot start stream %zu\n", i);
+                break;
+            }
+        } else if (pthread_create(&w->thread, &attr, reader_main, w) != 0) {
             fprintf(stderr, "norn-bench watch: cannot start reader thread %zu\n", i);
             break;
         }
         started++;
     }
+    /* Streams that could not start count as closed for the readers. */
+    atomic_store(&sh.set_closed, o.watchers - started);
+    for (size_t i = 0; sh.set && i < o.readers; i++) {
+        if (pthread_create(&reader_threads[i], &attr, set_reader_main, &sh) != 0) {
+            fprintf(stderr, "norn-bench watch: cannot start reader thread %zu\n", i);
+            break;
+        }
+        readers++;
+    }
     pthread_attr_destroy(&attr);
 
     /* Warm-up commits until every stream has seen one (a stream that the
      * server registers after a commit does not get it: watches start now). */
-    int rc = started == o.watchers ? BENCH_OK : BENCH_FAILED;
+    int rc = started == o.watchers && (!sh.set || readers == o.readers) ? BENCH_OK : BENCH_FAILED;
     uint64_t give_up = t_open + o.establish_s * 1000000000u;
     while (rc == BENCH_OK && atomic_load(&sh.established) + atomic_load(&sh.ended) < started) {
         if (bench_now_ns() > give_up) {
@@ -658,9 +749,14 @@ int bench_watch(int argc, char **argv)
     stop_readers(&sh, ws, started);
     LatSamples all = {0};
     uint64_t foreign = 0, unmatched = 0;
+    for (size_t i = 0; i < readers; i++)
+        pthread_join(reader_threads[i], NULL);
+    free(reader_threads);
+    rpc_stream_set_free(sh.set);
     for (size_t i = 0; i < started; i++) {
         Watcher *w = &ws[i];
-        pthread_join(w->thread, NULL);
+        if (!sh.set)
+            pthread_join(w->thread, NULL);
         lat_merge(&all, &w->lat);
         lat_free(&w->lat);
         foreign += w->foreign;
