@@ -61,6 +61,8 @@ static void usage(FILE *out)
           "                           (NORN_EVAL_BREAKER_FAILURES, 5)\n"
           "  --eval-breaker-cooldown-ms N  pause before a probe request\n"
           "                           (NORN_EVAL_BREAKER_COOLDOWN_MS, 30000)\n"
+          "  --eval-max-pending N     steps waiting to be judged; beyond it the oldest is\n"
+          "                           dropped and counted (NORN_EVAL_MAX_PENDING, 100000)\n"
           "\n"
           "  -h, --help               this text\n"
           "\n"
@@ -137,6 +139,8 @@ static const EvalFlag eval_flags[] = {
      offsetof(EvaluatorOptions, breaker_failures)},
     {"eval-breaker-cooldown-ms", "NORN_EVAL_BREAKER_COOLDOWN_MS", 10, 3600000,
      offsetof(EvaluatorOptions, breaker_cooldown_ms)},
+    {"eval-max-pending", "NORN_EVAL_MAX_PENDING", 1, 10000000,
+     offsetof(EvaluatorOptions, max_pending_steps)},
 };
 #define N_EVAL_FLAGS (sizeof eval_flags / sizeof eval_flags[0])
 

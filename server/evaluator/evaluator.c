@@ -298,8 +298,13 @@ static void drop_oldest(Evaluator *ev)
     for (Pend *p = ev->head; p; p = p->next) {
         if (p->n == 0)
             continue;
-        log_warn("eval_dropped", "session=%s step=%u reason=\"queue full (%zu steps)\"",
-                 p->session_id, p->steps[0], ev->pending_steps);
+        /* Logged at 1, 2, 4, 8, ... drops: visible, never a flood. */
+        uint64_t dropped = ev->stats.dropped + 1;
+        if ((dropped & (dropped - 1)) == 0)
+            log_warn("eval_dropped",
+                     "session=%s step=%u dropped_total=%llu "
+                     "reason=\"queue full (%zu steps)\"",
+                     p->session_id, p->steps[0], (unsigned long long)dropped, ev->pending_steps);
         memmove(p->steps, p->steps + 1, (p->n - 1) * sizeof *p->steps);
         p->n--;
         p->oldest_ms = now_ms();

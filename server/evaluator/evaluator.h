@@ -56,7 +56,7 @@ typedef struct EvaluatorOptions {
     unsigned backoff_max_ms;      /* cap on one delay (Retry-After included) */
     unsigned breaker_failures;    /* consecutive failed attempts that open it */
     unsigned breaker_cooldown_ms; /* how long it stays open before a probe */
-    size_t max_pending_steps;     /* queue bound; overflow drops the oldest */
+    unsigned max_pending_steps;   /* queue bound; overflow drops the oldest */
     size_t cache_entries;         /* step judgements kept for reuse */
     size_t max_response_bytes;
 } EvaluatorOptions;

@@ -297,6 +297,19 @@ class EvaluatorTest(unittest.TestCase):
         self.assertGreater(judged, 5)
         self.assertLess(judged, 35)
 
+    def test_full_queue_drops_the_oldest_pending_judgement(self):
+        fb = self.fake()
+        # Batches of 100 that wait a minute: the 20 steps stay pending.
+        srv = Server(self, fb, batch=100, wait_ms=60000, args=["--eval-max-pending", "5"])
+        sid = srv.open()
+        r = srv.record(sid, search_steps(20, "drop"))
+        self.assertEqual(len(r.verdicts), 20)  # never an RPC error
+        stats = srv.get_stats()
+        self.assertEqual(stats.eval_dropped, 15)
+        self.assertEqual(stats.eval_queue_depth, 5)
+        self.assertEqual(fb.requests(), [])
+        self.assertIn("eval_dropped", srv.n.log_text())
+
     def test_ingest_does_not_wait_for_a_hanging_model(self):
         fb = self.fake()
         srv = Server(self, fb, batch=5, wait_ms=0)
