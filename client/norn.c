@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "grpc/health/v1/health.grpc-c.h"
 #include "norn/v1/agent_service.grpc-c.h"
@@ -39,6 +40,7 @@ typedef struct Globals {
     const char *server;
     RpcChannelOptions chan;
     int64_t timeout_ms;
+    int timeout_given; /* --timeout-ms was on the command line */
     int json;
 } Globals;
 
@@ -58,7 +60,13 @@ static void usage(FILE *out)
           "  agents list [--source SOURCE]       registered agents\n"
           "  agents get ID                       one agent with its discovery report\n"
           "  agents register NAME [--task TEXT] [--source-file F]  register a hook agent\n"
+          "  agents import URL [--ref R] [--subdir D] [--name N] [--main-file F]\n"
+          "                                      clone a git repository and register its agent\n"
           "  agents delete ID [--with-sessions]  delete an agent (and its sessions)\n"
+          "  run AGENT_ID [--task T] [--timeout S] [--guard MODE] [--follow]\n"
+          "                                      run an imported agent (--follow: its deltas)\n"
+          "  runs list [--agent ID] [--state S]  runs, newest first\n"
+          "  runs get RUN_ID | runs cancel RUN_ID  one run; cancel a queued or running run\n"
           "  swarms list                         swarms, newest first\n"
           "  swarms get ID [--sessions]          members, hand-offs and alignment\n"
           "  swarms delete ID                    delete every member session\n"
@@ -1032,6 +1040,118 @@ static int cmd_agents_register(Globals *g, RpcChannel *ch, int argc, char **argv
     return EXIT_OK;
 }
 
+/* One progress message on stderr: rewritten in place on a terminal; else a
+ * plain line per stage and per 10% of the transfer, so logs stay short. */
+typedef struct ImportView {
+    int tty;
+    int last_stage;
+    uint32_t last_decile;
+    size_t width; /* of the line on screen, to blank what a shorter one leaves */
+} ImportView;
+
+static void show_import_progress(ImportView *v, const Norn__V1__ImportProgress *p)
+{
+    char line[200];
+    int n = snprintf(line, sizeof line, "%3u%% %s", p->percent, p->message);
+    if (n >= 0 && (size_t)n < sizeof line &&
+        p->stage == NORN__V1__IMPORT_STAGE__IMPORT_STAGE_FETCHING && p->total_objects)
+        n += snprintf(line + n, sizeof line - (size_t)n, " %u/%u objects, %.1f KiB",
+                      p->received_objects, p->total_objects, (double)p->received_bytes / 1024.0);
+    size_t len = strlen(line);
+    if (v->tty) {
+        fprintf(stderr, "\r%s%*s", line, v->width > len ? (int)(v->width - len) : 0, "");
+        v->width = len;
+    } else if ((int)p->stage != v->last_stage || p->percent / 10 != v->last_decile) {
+        fprintf(stderr, "%s\n", line);
+    }
+    v->last_stage = (int)p->stage;
+    v->last_decile = p->percent / 10;
+    fflush(stderr);
+}
+
+static int cmd_agents_import(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"ref", required_argument, NULL, 'r'},  {"subdir", required_argument, NULL, 'd'},
+        {"name", required_argument, NULL, 'n'}, {"main-file", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0},
+    };
+    Norn__V1__ImportAgentRequest req = NORN__V1__IMPORT_AGENT_REQUEST__INIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'r': req.ref = optarg; break;
+        case 'd': req.subdir = optarg; break;
+        case 'n': req.name = optarg; break;
+        case 'm': req.main_file = optarg; break;
+        case 'h':
+            puts("usage: norn agents import URL [--ref R] [--subdir D] [--name N] [--main-file F]\n"
+                 "  Clones an https://, http:// or file:// git repository on the server,\n"
+                 "  discovers the agent in it and registers it. --ref: branch, tag or commit\n"
+                 "  (default: the remote's default branch); --subdir: the agent's folder;\n"
+                 "  --name: the agent's name (default: derived from the code); --main-file:\n"
+                 "  the entry file relative to the folder (default: detected). A GitHub\n"
+                 "  .../tree/<branch>/<dir> URL gives the ref and folder. Progress goes to\n"
+                 "  stderr; the agent to stdout. No deadline unless --timeout-ms is given:\n"
+                 "  the server bounds imports in size and time.");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "agents import", "one repository URL"))
+        return EXIT_USAGE;
+    req.url = argv[optind];
+    RpcCallOptions co = call_options(g);
+    if (!g->timeout_given)
+        co.timeout_ms = 0;
+    RpcClientCall *c = norn__v1__agent_service__import_agent__start(ch, &req, &co);
+    if (!c) {
+        fprintf(stderr, "norn: agents import: cannot start the call\n");
+        return EXIT_RPC;
+    }
+    ImportView view = {.tty = isatty(STDERR_FILENO), .last_stage = -1};
+    Norn__V1__ImportAgentResponse *m;
+    Norn__V1__Agent *agent = NULL;
+    while (norn__v1__agent_service__import_agent__read(c, &m) == 1) {
+        if (m->event_case == NORN__V1__IMPORT_AGENT_RESPONSE__EVENT_PROGRESS && m->progress) {
+            show_import_progress(&view, m->progress);
+        } else if (m->event_case == NORN__V1__IMPORT_AGENT_RESPONSE__EVENT_AGENT && !agent) {
+            agent = m->agent;
+            m->agent = NULL; /* kept; the rest of the message goes */
+        }
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+    }
+    if (view.tty && view.width)
+        fputc('\n', stderr);
+    RpcStatus st;
+    RpcCode code = rpc_stream_finish(c, &st);
+    if (code == RPC_OK && !agent) {
+        fprintf(stderr, "norn: agents import: the stream ended without the agent\n");
+        rpc_status_clear(&st);
+        return EXIT_RPC;
+    }
+    int rc = call_result("agents import", code, &st);
+    if (rc == EXIT_OK) {
+        if (g->json) {
+            print_json(&agent->base);
+        } else {
+            const Norn__V1__DiscoveryReport *d = agent->discovery;
+            kv("agent", "%s", agent->agent_id);
+            kv("name", "%s", agent->name);
+            kv("entry file", "%s%s%s", agent->subdir, agent->subdir[0] ? "/" : "",
+               agent->main_file);
+            kv("commit", "%s", agent->commit);
+            kv("tools", "%zu", d ? d->n_tools : 0);
+            kv("findings", "%zu", d ? d->n_findings : 0);
+            kv("task", "%s", agent->task_description);
+        }
+    }
+    if (agent)
+        protobuf_c_message_free_unpacked(&agent->base, NULL);
+    return rc;
+}
+
 static int cmd_agents_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -1596,6 +1716,15 @@ static void print_stats(const Norn__V1__Stats *s)
            s->eval_avg_batch_size, (unsigned long long)s->eval_cache_hits,
            (unsigned long long)s->eval_input_tokens, (unsigned long long)s->eval_output_tokens,
            (unsigned long long)s->eval_errors, (unsigned long long)s->eval_queue_depth);
+    printf("           %llu retries, %llu dropped, circuit breaker %s (opened %llu times), "
+           "estimated cost %.4f USD\n",
+           (unsigned long long)s->eval_retries, (unsigned long long)s->eval_dropped,
+           s->eval_breaker_open ? "OPEN" : "closed", (unsigned long long)s->eval_breaker_opened,
+           s->eval_estimated_cost_usd);
+    if (s->eval_disabled_reason && s->eval_disabled_reason[0])
+        printf("           off: %s\n", s->eval_disabled_reason);
+    printf("runs       %llu queued, %llu running\n", (unsigned long long)s->queued_runs,
+           (unsigned long long)s->running_runs);
 }
 
 static int cmd_stats(Globals *g, RpcChannel *ch, int argc, char **argv)
@@ -1625,6 +1754,279 @@ static int cmd_stats(Globals *g, RpcChannel *ch, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- runs ---------------------------------------------------------------------- */
+
+static void run_row(const ProtobufCMessage *m)
+{
+    if (!m) {
+        printf("%-30s %-31s %-10s %-5s %s\n", "RUN", "AGENT", "STATE", "EXIT", "QUEUED (UTC)");
+        return;
+    }
+    const Norn__V1__Run *r = (const Norn__V1__Run *)m;
+    char queued[32], exit_text[16] = "-";
+    format_time(r->queued_at, queued, sizeof queued);
+    if (r->optional_exit_code_case == NORN__V1__RUN__OPTIONAL_EXIT_CODE_EXIT_CODE)
+        snprintf(exit_text, sizeof exit_text, "%d", r->exit_code);
+    else if (r->term_signal)
+        snprintf(exit_text, sizeof exit_text, "sig%d", r->term_signal);
+    printf("%-30s %-31s %-10s %-5s %s\n", r->run_id, r->agent_id,
+           short_enum(&norn__v1__run_state__descriptor, r->state), exit_text, queued);
+}
+
+static void print_run(const Globals *g, const Norn__V1__Run *r)
+{
+    if (g->json) {
+        print_json(&r->base);
+        return;
+    }
+    kv("run", "%s", r->run_id);
+    kv("agent", "%s", r->agent_id);
+    kv("session", "%s", r->session_id);
+    kv("state", "%s", short_enum(&norn__v1__run_state__descriptor, r->state));
+    if (r->task && r->task->description[0])
+        kv("task", "%s", r->task->description);
+    kv("timeout", "%u s", r->timeout_seconds);
+    kv("guard", "%s", short_enum(&norn__v1__guard_mode__descriptor, r->guard_mode));
+    kv_time("queued", r->queued_at);
+    if (r->started_at)
+        kv_time("started", r->started_at);
+    if (r->ended_at)
+        kv_time("ended", r->ended_at);
+    if (r->optional_exit_code_case == NORN__V1__RUN__OPTIONAL_EXIT_CODE_EXIT_CODE)
+        kv("exit code", "%d", r->exit_code);
+    if (r->term_signal)
+        kv("signal", "%d", r->term_signal);
+    if (r->error[0])
+        kv("error", "%s", r->error);
+    if (r->log_tail[0])
+        printf("-- log tail --\n%s%s", r->log_tail,
+               r->log_tail[strlen(r->log_tail) - 1] == '\n' ? "" : "\n");
+}
+
+static int run_finished(const Norn__V1__Run *r)
+{
+    return r->state != NORN__V1__RUN_STATE__RUN_STATE_QUEUED &&
+           r->state != NORN__V1__RUN_STATE__RUN_STATE_RUNNING;
+}
+
+/* GetRun; *out is freed by the caller. */
+static int get_run(const Globals *g, RpcChannel *ch, const char *what, const char *run_id,
+                   Norn__V1__GetRunResponse **out)
+{
+    Norn__V1__GetRunRequest req = NORN__V1__GET_RUN_REQUEST__INIT;
+    req.run_id = (char *)run_id;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    return call_result(what, norn__v1__agent_service__get_run__call(ch, &req, out, &co, &st), &st);
+}
+
+/* Streams the run's session deltas until the session ends, then waits for
+ * the run's final state (the process may still be exiting) and prints it. */
+static int follow_run(const Globals *g, RpcChannel *ch, const Norn__V1__Run *run)
+{
+    Norn__V1__WatchSessionsRequest req = NORN__V1__WATCH_SESSIONS_REQUEST__INIT;
+    char *ids[1] = {run->session_id};
+    req.session_ids = ids;
+    req.n_session_ids = 1;
+    req.include_steps = 1;
+    req.send_initial = 1;
+    req.progress_interval_ms = 1000;
+    RpcCallOptions co = {0};
+    RpcClientCall *c = norn__v1__session_service__watch_sessions__start(ch, &req, &co);
+    if (!c) {
+        fprintf(stderr, "norn: run --follow: cannot start the watch\n");
+        return EXIT_RPC;
+    }
+    Norn__V1__WatchSessionsResponse *m;
+    int ended = 0;
+    while (!ended && norn__v1__session_service__watch_sessions__read(c, &m) == 1) {
+        if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_DELTA) {
+            print_watch_line(g, m);
+            const Norn__V1__Session *s = m->delta->session;
+            ended = s && s->status != NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE;
+        } else if (m->event_case == NORN__V1__WATCH_SESSIONS_RESPONSE__EVENT_INITIAL) {
+            ended = m->initial->status != NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE;
+        }
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+    }
+    rpc_stream_cancel(c);
+    RpcStatus st;
+    rpc_stream_finish(c, &st);
+    rpc_status_clear(&st);
+    for (int tries = 0;; tries++) {
+        Norn__V1__GetRunResponse *resp = NULL;
+        int rc = get_run(g, ch, "run", run->run_id, &resp);
+        if (rc != EXIT_OK)
+            return rc;
+        if (run_finished(resp->run) || tries == 300) {
+            print_run(g, resp->run);
+            int ok = resp->run->state == NORN__V1__RUN_STATE__RUN_STATE_SUCCEEDED;
+            protobuf_c_message_free_unpacked(&resp->base, NULL);
+            return ok ? EXIT_OK : EXIT_RPC;
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        struct timespec ts = {0, 100000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int cmd_run(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"task", required_argument, NULL, 't'},  {"timeout", required_argument, NULL, 'T'},
+        {"guard", required_argument, NULL, 'g'}, {"follow", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__RunAgentRequest req = NORN__V1__RUN_AGENT_REQUEST__INIT;
+    Norn__V1__TaskDefinition task = NORN__V1__TASK_DEFINITION__INIT;
+    long timeout = 0;
+    int opt, v, follow = 0;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 't':
+            task.description = optarg;
+            req.task = &task;
+            break;
+        case 'T':
+            if (count_option("--timeout", optarg, 86400, &timeout))
+                return EXIT_USAGE;
+            req.timeout_seconds = (uint32_t)timeout;
+            break;
+        case 'g':
+            if (enum_option(&norn__v1__guard_mode__descriptor, "--guard", optarg, &v))
+                return EXIT_USAGE;
+            req.guard_mode = (Norn__V1__GuardMode)v;
+            break;
+        case 'f': follow = 1; break;
+        case 'h':
+            puts("usage: norn run AGENT_ID [--task T] [--timeout S] [--guard MODE] [--follow]\n"
+                 "  Queues a run of an imported agent (default task: the agent's; timeout and\n"
+                 "  guard mode (monitor, intervene, enforce): the server's). Prints the queued\n"
+                 "  run; --follow prints the run's session deltas, one line each, until the\n"
+                 "  session ends, then the run's final state (exit status 0 only when it\n"
+                 "  SUCCEEDED).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "run", "one agent id"))
+        return EXIT_USAGE;
+    req.agent_id = argv[optind];
+    Norn__V1__RunAgentResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    int rc = call_result("run", norn__v1__agent_service__run_agent__call(ch, &req, &resp, &co, &st),
+                         &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (!resp->run) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        fprintf(stderr, "norn: run: the server answered without a run\n");
+        return EXIT_RPC;
+    }
+    if (follow) {
+        if (!g->json)
+            printf("run %s queued; session %s\n", resp->run->run_id, resp->run->session_id);
+        fflush(stdout);
+        rc = follow_run(g, ch, resp->run);
+    } else {
+        print_run(g, resp->run);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static int cmd_runs_list(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"agent", required_argument, NULL, 'a'},
+        {"state", required_argument, NULL, 's'},
+        {"limit", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__ListRunsRequest req = NORN__V1__LIST_RUNS_REQUEST__INIT;
+    long limit = DEFAULT_LIMIT;
+    int opt, v;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'a': req.agent_id = optarg; break;
+        case 's':
+            if (enum_option(&norn__v1__run_state__descriptor, "--state", optarg, &v))
+                return EXIT_USAGE;
+            req.state = (Norn__V1__RunState)v;
+            break;
+        case 'l':
+            if (count_option("--limit", optarg, INT32_MAX, &limit))
+                return EXIT_USAGE;
+            break;
+        case 'h':
+            puts("usage: norn runs list [--agent ID] [--state STATE] [--limit N]\n"
+                 "  Runs, newest first (STATE: queued, running, succeeded, failed, timed_out,\n"
+                 "  cancelled); follows pages until --limit rows (default 50, 0 = all).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 0, "runs list", "no operands"))
+        return EXIT_USAGE;
+    Pager p = {
+        "runs list", &norn__v1__agent_service__rpc.methods[NORN__V1__AGENT_SERVICE__LIST_RUNS],
+        &req.base,   "runs",
+        run_row,     limit};
+    return list_pages(g, ch, &p);
+}
+
+static int cmd_runs_get(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn runs get RUN_ID\n"
+                       "  One run: state, times, exit status, error and the log tail.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "runs get", "one run id"))
+        return EXIT_USAGE;
+    Norn__V1__GetRunResponse *resp = NULL;
+    rc = get_run(g, ch, "runs get", argv[optind], &resp);
+    if (rc != EXIT_OK)
+        return rc;
+    if (resp->run)
+        print_run(g, resp->run);
+    else
+        print_json(&resp->base);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
+static int cmd_runs_cancel(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    int rc = help_only(argc, argv,
+                       "usage: norn runs cancel RUN_ID\n"
+                       "  Cancels a queued or running run (its process group is killed); a\n"
+                       "  finished run cannot be cancelled.");
+    if (rc >= 0)
+        return rc;
+    if (need_operands(argc, 1, "runs cancel", "one run id"))
+        return EXIT_USAGE;
+    Norn__V1__CancelRunRequest req = NORN__V1__CANCEL_RUN_REQUEST__INIT;
+    req.run_id = argv[optind];
+    Norn__V1__CancelRunResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    RpcStatus st;
+    rc = call_result("runs cancel",
+                     norn__v1__agent_service__cancel_run__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (resp->run)
+        print_run(g, resp->run);
+    else
+        print_json(&resp->base);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
 typedef struct Command {
     const char *group, *verb;
     int (*run)(Globals *g, RpcChannel *ch, int argc, char **argv);
@@ -1640,7 +2042,12 @@ static const Command commands[] = {
     {"agents", "list", cmd_agents_list},
     {"agents", "get", cmd_agents_get},
     {"agents", "register", cmd_agents_register},
+    {"agents", "import", cmd_agents_import},
     {"agents", "delete", cmd_agents_delete},
+    {"run", NULL, cmd_run},
+    {"runs", "list", cmd_runs_list},
+    {"runs", "get", cmd_runs_get},
+    {"runs", "cancel", cmd_runs_cancel},
     {"swarms", "list", cmd_swarms_list},
     {"swarms", "get", cmd_swarms_get},
     {"swarms", "delete", cmd_swarms_delete},
@@ -1694,6 +2101,7 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             }
             g.timeout_ms = v;
+            g.timeout_given = 1;
             break;
         }
         case 'o':

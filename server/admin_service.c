@@ -19,6 +19,7 @@ struct AdminService {
     Store *store;
     ConfigHolder *config;
     Evaluator *ev;
+    RunService *runs;
     uint64_t started_us;
 };
 
@@ -131,6 +132,12 @@ static RpcCode get_stats(void *ud, RpcCall *call, const Norn__V1__GetStatsReques
     for (uint32_t score = 0; score < cfg.security_score_threshold && score <= 100; score++)
         s->critical_threats += c.security_hist[score];
     s->total_agents = c.agents;
+    if (a->runs) {
+        unsigned queued = 0, running = 0;
+        run_service_counts(a->runs, &queued, &running);
+        s->queued_runs = queued;
+        s->running_runs = running;
+    }
     s->avg_efficiency = c.efficiency_scored ? (double)c.efficiency_sum / c.efficiency_scored : 0;
     s->avg_security = c.security_scored ? (double)c.security_sum / c.security_scored : 100;
     s->total_steps = c.steps;
@@ -203,6 +210,11 @@ AdminService *admin_service_new(Store *store, ConfigHolder *config)
 void admin_service_set_evaluator(AdminService *a, Evaluator *ev)
 {
     a->ev = ev;
+}
+
+void admin_service_set_runs(AdminService *a, RunService *rs)
+{
+    a->runs = rs;
 }
 
 int admin_service_register(AdminService *a, RpcServer *srv)

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -43,6 +44,12 @@ static void usage(FILE *out)
           "  --retention-interval-ms N  how often sessions and audit events older than the\n"
           "                           log_retention_days setting are removed\n"
           "                           (NORN_RETENTION_INTERVAL_MS, default 600000)\n"
+          "  --import-max-bytes N     ImportAgent: bytes one import may receive from the git\n"
+          "                           remote (NORN_IMPORT_MAX_BYTES, default 104857600)\n"
+          "  --import-max-seconds N   ImportAgent: time one clone may take\n"
+          "                           (NORN_IMPORT_MAX_SECONDS, default 120)\n"
+          "  --run-as-user NAME       RunAgent: run agents as this user (NORN_RUN_AS_USER; a root\n"
+          "                           server should, e.g. nobody); default: nornd's own user\n"
           "  --port-file FILE         write the bound port here once listening\n"
           "\n"
           "AI judge (Amazon Bedrock Converse; docs/bedrock.md): credentials from\n"
@@ -116,6 +123,9 @@ enum {
     OPT_PORT_FILE,
     OPT_SYNC_WRITES,
     OPT_RETENTION,
+    OPT_IMPORT_MAX_BYTES,
+    OPT_IMPORT_MAX_SECONDS,
+    OPT_RUN_AS_USER,
     OPT_EVAL_FIRST, /* the eval_flags table, in order */
 };
 
@@ -156,6 +166,9 @@ int main(int argc, char **argv)
     const char *max_age = getenv("NORN_MAX_CONNECTION_AGE_MS");
     const char *grace = getenv("NORN_DRAIN_GRACE_MS"), *port_file = NULL;
     const char *retention = getenv("NORN_RETENTION_INTERVAL_MS");
+    const char *import_bytes = getenv("NORN_IMPORT_MAX_BYTES");
+    const char *import_seconds = getenv("NORN_IMPORT_MAX_SECONDS");
+    const char *run_as_user = getenv("NORN_RUN_AS_USER");
 
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -172,6 +185,9 @@ int main(int argc, char **argv)
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
         {"sync-writes", no_argument, NULL, OPT_SYNC_WRITES},
         {"retention-interval-ms", required_argument, NULL, OPT_RETENTION},
+        {"import-max-bytes", required_argument, NULL, OPT_IMPORT_MAX_BYTES},
+        {"import-max-seconds", required_argument, NULL, OPT_IMPORT_MAX_SECONDS},
+        {"run-as-user", required_argument, NULL, OPT_RUN_AS_USER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -206,6 +222,9 @@ int main(int argc, char **argv)
         case OPT_PORT_FILE: port_file = optarg; break;
         case OPT_SYNC_WRITES: cfg.sync_writes = 1; break;
         case OPT_RETENTION: retention = optarg; break;
+        case OPT_IMPORT_MAX_BYTES: import_bytes = optarg; break;
+        case OPT_IMPORT_MAX_SECONDS: import_seconds = optarg; break;
+        case OPT_RUN_AS_USER: run_as_user = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -255,6 +274,25 @@ int main(int argc, char **argv)
         if (parse_long("--retention-interval-ms", retention, 100, 86400000LL * 7, &v))
             return 2;
         cfg.retention_interval_ms = v;
+    }
+    if (import_bytes) {
+        if (parse_long("--import-max-bytes", import_bytes, 1024, 1LL << 40, &v))
+            return 2;
+        cfg.import_max_bytes = (uint64_t)v;
+    }
+    if (import_seconds) {
+        if (parse_long("--import-max-seconds", import_seconds, 1, 86400, &v))
+            return 2;
+        cfg.import_max_seconds = (uint32_t)v;
+    }
+    if (run_as_user && *run_as_user) {
+        struct passwd *pw = getpwnam(run_as_user);
+        if (!pw) {
+            fprintf(stderr, "nornd: --run-as-user: no user '%s'\n", run_as_user);
+            return 2;
+        }
+        cfg.run_uid = (long)pw->pw_uid;
+        cfg.run_gid = (long)pw->pw_gid;
     }
     for (size_t i = 0; i < N_EVAL_FLAGS; i++) {
         if (!eval_values[i])

@@ -8,10 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "admin_service.h"
+#include "agent_import.h"
 #include "config.h"
 #include "error.h"
+#include "git_import.h"
 #include "health.h"
 #include "log.h"
 #include "norn_descriptor_set.h"
@@ -24,6 +27,7 @@
 #include "reflection.h"
 #include "registry_service.h"
 #include "retention.h"
+#include "run_service.h"
 #include "session_service.h"
 #include "store.h"
 #include "watch.h"
@@ -36,6 +40,9 @@ struct Nornd {
     WatchHub *watch;
     AdminService *admin;
     Registry *registry;
+    AgentImporter *importer;
+    RunService *runs;
+    int git_ready; /* git_import_global_init succeeded: shut it down in nornd_free */
     Evaluator *evaluator;
     SwarmAnalyzer *swarm_analyzer;
     Retention *retention;
@@ -53,6 +60,8 @@ void nornd_config_init(NorndConfig *c)
     rpc_server_options_init(&c->rpc);
     c->data_dir = "./norn-data";
     c->drain_grace_ms = 10000;
+    c->run_uid = -1;
+    c->run_gid = -1;
     evaluator_options_default(&c->eval);
 }
 
@@ -102,6 +111,43 @@ static int start_evaluator(Nornd *d, const NorndConfig *c, char *err, size_t err
     return 0;
 }
 
+/* The executor and the run RPCs. The wrapper is built next to nornd. */
+static int start_runs(Nornd *d, const NorndConfig *c, char *err, size_t errlen)
+{
+    char wrapper[4096];
+    if (c->run_wrapper) {
+        snprintf(wrapper, sizeof wrapper, "%s", c->run_wrapper);
+    } else {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) {
+            snprintf(err, errlen, "cannot find nornd's own path: %s", strerror(errno));
+            return -1;
+        }
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        int len = snprintf(wrapper, sizeof wrapper, "%.4000s/norn-run-wrapper", self);
+        if (len < 0 || (size_t)len >= sizeof wrapper) {
+            snprintf(err, errlen, "nornd's own path is too long");
+            return -1;
+        }
+    }
+    RunServiceOptions ro = {
+        .data_dir = c->data_dir,
+        .wrapper_path = wrapper,
+        .run_uid = c->run_uid,
+        .run_gid = c->run_gid,
+    };
+    d->runs = run_service_new(&ro, d->store, d->config, d->sessions, err, errlen);
+    if (!d->runs)
+        return -1;
+    registry_set_runs(d->registry, d->runs);
+    admin_service_set_runs(d->admin, d->runs);
+    return 0;
+}
+
 Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
 {
     if (ensure_dir(c->data_dir, err, errlen) != 0)
@@ -145,6 +191,27 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
     d->registry = registry_new(d->store, d->config, d->sessions);
     d->swarm_analyzer = swarm_analyzer_new(d->evaluator);
     registry_set_swarm_analyzer(d->registry, d->swarm_analyzer);
+    if (git_import_global_init() != 0) {
+        snprintf(err, errlen, "cannot initialise libgit2");
+        nornd_free(d);
+        return NULL;
+    }
+    d->git_ready = 1;
+    AgentImportOptions io = {
+        .data_dir = c->data_dir,
+        .max_bytes = c->import_max_bytes,
+        .max_seconds = c->import_max_seconds,
+    };
+    d->importer = agent_importer_new(&io, d->store, d->evaluator, err, errlen);
+    if (!d->importer) {
+        nornd_free(d);
+        return NULL;
+    }
+    registry_set_importer(d->registry, d->importer);
+    if (start_runs(d, c, err, errlen) != 0) {
+        nornd_free(d);
+        return NULL;
+    }
     d->health = health_new();
     d->reflection = reflection_new(norn_descriptor_set, norn_descriptor_set_count);
     if (!d->health || !d->reflection) {
@@ -182,6 +249,9 @@ Nornd *nornd_start(const NorndConfig *c, char *err, size_t errlen)
         nornd_free(d);
         return NULL;
     }
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "127.0.0.1:%d", nornd_port(d));
+    run_service_set_endpoint(d->runs, endpoint);
     d->retention = retention_start(d->store, d->config, d->sessions, c->retention_interval_ms);
     return d;
 }
@@ -203,7 +273,12 @@ void nornd_free(Nornd *d)
     if (!d)
         return;
     retention_stop(d->retention);
+    /* While the server exists: import workers hold call references. */
+    agent_importer_stop(d->importer);
     rpc_server_destroy(d->srv);
+    /* Before the session service, the judge and the hub: killed runs
+     * complete their sessions. */
+    run_service_free(d->runs);
     /* Before the hub: applying a judgement commits and publishes. */
     /* Pending analyses end (the evaluator tells them it is shutting down)
      * before the analyzer and its cache go. */
@@ -213,6 +288,9 @@ void nornd_free(Nornd *d)
     session_service_free(d->sessions);
     admin_service_free(d->admin);
     registry_free(d->registry);
+    agent_importer_free(d->importer);
+    if (d->git_ready)
+        git_import_global_shutdown();
     config_holder_free(d->config);
     store_close(d->store);
     reflection_free(d->reflection);

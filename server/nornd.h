@@ -21,6 +21,16 @@ typedef struct NorndConfig {
      * endpoint, region, model and batching come from the config and the
      * environment (docs/bedrock.md). */
     EvaluatorOptions eval;
+    /* ImportAgent bounds: bytes received from the remote and seconds for the
+     * git part of one import (0 = the importer's defaults, 100 MiB, 120 s). */
+    uint64_t import_max_bytes;
+    uint32_t import_max_seconds;
+    /* Runs (RunAgent): agents run as this uid/gid (a root server should set
+     * them, e.g. nobody's); -1 = the server's own. */
+    long run_uid;
+    long run_gid;
+    /* The norn-run-wrapper executable; NULL = next to nornd's own binary. */
+    const char *run_wrapper;
 } NorndConfig;
 
 typedef struct Nornd Nornd;

@@ -10,13 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent_import.h"
 #include "error.h"
 #include "ids.h"
 #include "keys.h"
+#include "log.h"
 #include "msg.h"
 #include "norn/v1/agent_service.grpc-c.h"
 #include "norn/v1/audit_service.grpc-c.h"
 #include "norn/v1/swarm_service.grpc-c.h"
+#include "run_service.h"
 
 #define MAX_NAME 256
 #define MAX_TEXT (64 * 1024)
@@ -32,6 +35,8 @@ struct Registry {
     ConfigHolder *config;
     SessionService *sessions;
     SwarmAnalyzer *analyzer; /* NULL: AnalyzeSwarm is unavailable */
+    AgentImporter *importer; /* NULL: ImportAgent is UNIMPLEMENTED, no workspaces */
+    RunService *runs;        /* NULL: the run RPCs answer UNAVAILABLE */
 };
 
 static RpcCode storage_error(RpcCall *call, int rc, const char *what)
@@ -273,6 +278,14 @@ static RpcCode delete_agent(void *ud, RpcCall *call, const Norn__V1__DeleteAgent
             return rpc_fail(call, (RpcCode)code, "%s", err);
         resp->deleted_sessions += (uint32_t)n;
     }
+    /* The workspace before the entry: a delete that fails here leaves the
+     * agent listed, so it can be deleted again. */
+    if (r->importer && agent_importer_remove_workspace(r->importer, a->agent_id, err, sizeof err) ==
+                           NORN_ERR_INTERNAL) {
+        log_error("agent_workspace_left", "agent_id=%s error=%s", a->agent_id,
+                  log_quote(err, (char[400]){0}, 400));
+        return rpc_fail(call, RPC_INTERNAL, "%s", err);
+    }
     StoreTxn *t = store_txn_begin(r->store);
     store_txn_delete_agent(t, a);
     StoreCounters *c = store_txn_counters(t);
@@ -284,11 +297,64 @@ static RpcCode delete_agent(void *ud, RpcCall *call, const Norn__V1__DeleteAgent
     return RPC_OK;
 }
 
+/* Queued for the import workers (agent_import.c); they stream and finish. */
+static RpcCode import_agent(void *ud, RpcCall *call, const Norn__V1__ImportAgentRequest *req)
+{
+    Registry *r = ud;
+    if (!r->importer)
+        return rpc_fail(call, RPC_UNIMPLEMENTED, "agent import is not enabled on this server");
+    return agent_importer_handle(r->importer, call, req);
+}
+
+/* Runs are served by run_service.c. */
+static RpcCode runs_unavailable(RpcCall *call)
+{
+    return rpc_fail(call, RPC_UNAVAILABLE, "runs: this server has no executor");
+}
+
+static RpcCode run_agent(void *ud, RpcCall *call, const Norn__V1__RunAgentRequest *req,
+                         Norn__V1__RunAgentResponse *resp)
+{
+    Registry *r = ud;
+    return r->runs ? run_service_run_agent(r->runs, call, req, resp) : runs_unavailable(call);
+}
+
+static RpcCode get_run(void *ud, RpcCall *call, const Norn__V1__GetRunRequest *req,
+                       Norn__V1__GetRunResponse *resp)
+{
+    Registry *r = ud;
+    return r->runs ? run_service_get_run(r->runs, call, req, resp) : runs_unavailable(call);
+}
+
+static RpcCode list_runs(void *ud, RpcCall *call, const Norn__V1__ListRunsRequest *req,
+                         Norn__V1__ListRunsResponse *resp)
+{
+    Registry *r = ud;
+    return r->runs ? run_service_list_runs(r->runs, call, req, resp) : runs_unavailable(call);
+}
+
+static RpcCode cancel_run(void *ud, RpcCall *call, const Norn__V1__CancelRunRequest *req,
+                          Norn__V1__CancelRunResponse *resp)
+{
+    Registry *r = ud;
+    return r->runs ? run_service_cancel_run(r->runs, call, req, resp) : runs_unavailable(call);
+}
+
+void registry_set_runs(Registry *r, RunService *rs)
+{
+    r->runs = rs;
+}
+
 static const Norn__V1__AgentService_Handlers agent_handlers = {
     .register_agent = register_agent,
+    .import_agent = import_agent,
     .get_agent = get_agent,
     .list_agents = list_agents,
     .delete_agent = delete_agent,
+    .run_agent = run_agent,
+    .get_run = get_run,
+    .list_runs = list_runs,
+    .cancel_run = cancel_run,
 };
 
 /* ---- SwarmService -------------------------------------------------------------- */
@@ -793,6 +859,11 @@ Registry *registry_new(Store *store, ConfigHolder *config, SessionService *sessi
     r->config = config;
     r->sessions = sessions;
     return r;
+}
+
+void registry_set_importer(Registry *r, AgentImporter *importer)
+{
+    r->importer = importer;
 }
 
 int registry_register(Registry *r, RpcServer *srv)

@@ -112,6 +112,21 @@ int key_revision(Key *k, uint64_t rev)
     return add_u64(k, rev);
 }
 
+int key_run(Key *k, const char *run_id)
+{
+    k->len = 0;
+    uint8_t kind = KEY_RUN_RECORD;
+    return add_bytes(k, &kind, 1) || add_bytes(k, run_id, strlen(run_id));
+}
+
+int key_run_by_time(Key *k, uint64_t queued_micros, const char *run_id)
+{
+    k->len = 0;
+    uint8_t kind = KEY_RUN_BY_TIME;
+    return add_bytes(k, &kind, 1) || add_u64(k, UINT64_MAX - queued_micros) ||
+           add_bytes(k, run_id, strlen(run_id));
+}
+
 int key_prefix_end(const Key *prefix, Key *end)
 {
     *end = *prefix;

@@ -19,6 +19,8 @@
  *   swarms_by_time    inv_micros(u64) swarm_id            -> ""
  *   agents            "a" id -> Agent; "n" source name    -> id
  *   revlog            revision(u64)                       -> SessionDelta
+ *   runs              "r" run_id -> Run; "t" inv_micros(u64) run_id -> ""
+ *                     (queued_at order, newest first)
  *   meta              name                                -> value
  *
  * inv_micros = UINT64_MAX - microseconds since the epoch, so a forward
@@ -53,6 +55,11 @@ int key_by_name(Key *k, const char *name, uint64_t micros, const char *id); /* a
 int key_name_prefix(Key *k, const char *name);                              /* name 00 */
 int key_audit(Key *k, uint64_t micros, uint64_t seq);
 int key_revision(Key *k, uint64_t rev);
+/* Runs (one family, two row kinds): the record, and its queued-time row. */
+#define KEY_RUN_RECORD 'r'
+#define KEY_RUN_BY_TIME 't'
+int key_run(Key *k, const char *run_id);
+int key_run_by_time(Key *k, uint64_t queued_micros, const char *run_id);
 
 /* The exclusive upper bound of all keys starting with prefix (prefix with
  * its last byte incremented, carrying). -1 when none exists (all 0xff). */

@@ -920,6 +920,84 @@ int store_config_get(Store *s, Norn__V1__Config **out)
     return get_message(s, CF_META, &k, &norn__v1__config__descriptor, (ProtobufCMessage **)out);
 }
 
+/* ---- runs ------------------------------------------------------------------ */
+
+int store_run_get(Store *s, const char *run_id, Norn__V1__Run **out)
+{
+    Key k;
+    if (key_run(&k, run_id))
+        return NORN_ERR_INVALID;
+    return get_message(s, CF_RUNS, &k, &norn__v1__run__descriptor, (ProtobufCMessage **)out);
+}
+
+static int run_matches(const StoreRunQuery *q, const Norn__V1__Run *run)
+{
+    if (q->agent_id && *q->agent_id && strcmp(run->agent_id, q->agent_id) != 0)
+        return 0;
+    return !q->state || (int)run->state == q->state;
+}
+
+int store_runs_scan(Store *s, const StoreRunQuery *q, StoreRunVisit visit, void *arg, uint8_t *last,
+                    size_t *last_len, int *more)
+{
+    Key lo = {.b = {KEY_RUN_BY_TIME}, .len = 1}, hi;
+    key_prefix_end(&lo, &hi);
+    RangeIter r;
+    range_open(s, CF_RUNS, &r, &lo, &hi);
+    if (q->resume && q->resume_len && q->resume_len <= KEY_MAX) {
+        rocksdb_iter_seek(r.it, (const char *)q->resume, q->resume_len);
+        size_t klen;
+        if (rocksdb_iter_valid(r.it)) {
+            const char *key = rocksdb_iter_key(r.it, &klen);
+            if (klen == q->resume_len && memcmp(key, q->resume, klen) == 0)
+                rocksdb_iter_next(r.it);
+        }
+    } else {
+        rocksdb_iter_seek(r.it, (const char *)lo.b, lo.len);
+    }
+    size_t scanned = 0;
+    int rc = NORN_OK;
+    *more = 0;
+    *last_len = 0;
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        if (scanned == q->max_scan) {
+            *more = 1;
+            break;
+        }
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        scanned++;
+        if (klen > KEY_MAX)
+            continue;
+        memcpy(last, key, klen);
+        *last_len = klen;
+        char id[KEY_MAX];
+        if (klen <= 9 || klen - 9 >= sizeof id)
+            continue;
+        memcpy(id, key + 9, klen - 9);
+        id[klen - 9] = '\0';
+        Norn__V1__Run *run = NULL;
+        int g = store_run_get(s, id, &run);
+        if (g == NORN_ERR_NOT_FOUND)
+            continue; /* cannot happen: the row is written with its run */
+        if (g != NORN_OK) {
+            rc = g;
+            break;
+        }
+        if (!run_matches(q, run)) {
+            norn__v1__run__free_unpacked(run, NULL);
+            continue;
+        }
+        if (!visit(arg, run)) {
+            rocksdb_iter_next(r.it);
+            *more = rocksdb_iter_valid(r.it);
+            break;
+        }
+    }
+    range_close(&r);
+    return rc;
+}
+
 /* ---- writes --------------------------------------------------------------- */
 
 StoreTxn *store_txn_begin(Store *s)
@@ -1241,6 +1319,21 @@ int store_txn_delete_agent(StoreTxn *t, const Norn__V1__Agent *a)
     }
     del_key(t, CF_AGENTS, &k);
     del_key(t, CF_AGENTS, &nk);
+    return NORN_OK;
+}
+
+int store_txn_put_run(StoreTxn *t, const Norn__V1__Run *run)
+{
+    Key k, tk;
+    uint64_t queued = store_ts_micros(run->queued_at);
+    if (!queued || key_run(&k, run->run_id) || key_run_by_time(&tk, queued, run->run_id)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    int rc = put_message(t, CF_RUNS, &k, &run->base);
+    if (rc)
+        return rc;
+    put_key(t, CF_RUNS, &tk, "", 0);
     return NORN_OK;
 }
 

@@ -165,6 +165,27 @@ int store_revlog_scan(Store *s, uint64_t from, size_t max, StoreDeltaVisit visit
 /* Oldest revision still in the log (0 when empty). */
 uint64_t store_revlog_oldest(Store *s);
 
+/* Runs (AgentService.RunAgent). store_run_get: NORN_ERR_NOT_FOUND when
+ * absent; *out is freed with protobuf_c_message_free_unpacked. */
+int store_run_get(Store *s, const char *run_id, Norn__V1__Run **out);
+
+/* Run listing, newest first by queued_at. Filters combine with AND. */
+typedef struct StoreRunQuery {
+    const char *agent_id;  /* NULL or "" = any agent */
+    int state;             /* Norn__V1__RunState; 0 = any */
+    const uint8_t *resume; /* index key to continue after (from a page token), or NULL */
+    size_t resume_len;
+    size_t max_scan; /* index entries examined at most in this call */
+} StoreRunQuery;
+
+/* Calls `visit` with each matching run (the visitor owns it) until it
+ * returns 0 (page full) or max_scan entries were examined. Sets *last to the
+ * last examined index key (≤ KEY_MAX bytes, to resume after) and *more when
+ * the index may hold more. */
+typedef int (*StoreRunVisit)(void *arg, Norn__V1__Run *run);
+int store_runs_scan(Store *s, const StoreRunQuery *q, StoreRunVisit visit, void *arg, uint8_t *last,
+                    size_t *last_len, int *more);
+
 /* Config blob (NORN_ERR_NOT_FOUND when never saved). */
 int store_config_get(Store *s, Norn__V1__Config **out);
 
@@ -201,6 +222,9 @@ int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c);
 int store_txn_delete_audit(StoreTxn *t, const uint8_t key[16]);
 int store_txn_put_agent(StoreTxn *t, const Norn__V1__Agent *a);
 int store_txn_delete_agent(StoreTxn *t, const Norn__V1__Agent *a);
+/* Writes a run and its queued-time index row (queued_at must be set and
+ * never changes for a run). Runs are not in the revision log. */
+int store_txn_put_run(StoreTxn *t, const Norn__V1__Run *run);
 /* Drops revision-log entries older than `keep_from`. */
 int store_txn_trim_revlog(StoreTxn *t, uint64_t keep_from);
 

@@ -23,3 +23,8 @@ add_dependencies(test_executor norn-run-wrapper)
 target_compile_definitions(test_executor PRIVATE
   NORN_RUN_WRAPPER="$<TARGET_FILE:norn-run-wrapper>"
   NORN_RUN_AGENTS="${CMAKE_SOURCE_DIR}/tests/fixtures/run-agents")
+
+# nornd serves runs (server/run_service.c) on this executor and finds the
+# wrapper next to its own binary.
+target_link_libraries(nornd_core PUBLIC norn_executor)
+add_dependencies(nornd norn-run-wrapper)

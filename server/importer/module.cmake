@@ -42,3 +42,6 @@ norn_cmocka_test(test_discovery SOURCES tests/unit/test_discovery.c LIBS norn_di
 target_compile_definitions(test_discovery PRIVATE
   NORN_AGENT_FIXTURES="${CMAKE_SOURCE_DIR}/tests/fixtures/agents")
 include(${CMAKE_CURRENT_LIST_DIR}/git_import.cmake)
+
+# nornd serves ImportAgent (server/agent_import.c) with both.
+target_link_libraries(nornd_core PUBLIC norn_discovery norn_git_import)

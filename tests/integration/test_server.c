@@ -87,13 +87,13 @@ static void test_unimplemented_rpc(void **state)
     RpcChannel *ch = open_plain(p.target, NULL);
     RpcStatus st;
     RpcCallOptions co = {.timeout_ms = 5000};
-    /* An RPC of the API that no issue has implemented yet (runs on the
-     * executor): a clean UNIMPLEMENTED, not a hang or INTERNAL. */
+    /* Every RPC of the API is served now: an unknown run is NOT_FOUND
+     * through the generated stub, not UNIMPLEMENTED. */
     Norn__V1__GetRunRequest lreq = NORN__V1__GET_RUN_REQUEST__INIT;
     lreq.run_id = "r1";
     Norn__V1__GetRunResponse *lresp = NULL;
     assert_int_equal(norn__v1__agent_service__get_run__call(ch, &lreq, &lresp, &co, &st),
-                     RPC_UNIMPLEMENTED);
+                     RPC_NOT_FOUND);
     assert_null(lresp);
     rpc_status_clear(&st);
 

@@ -139,8 +139,12 @@ def default_config(config_pb2, common_pb2):
         if expr.startswith('"'):
             setattr(cfg, field, expr.strip('"'))
         elif expr.startswith("NORN__V1__"):
-            # NORN__V1__GUARD_MODE__GUARD_MODE_MONITOR -> GUARD_MODE_MONITOR
-            setattr(cfg, field, common_pb2.GuardMode.Value(expr.split("__")[-1]))
+            # NORN__V1__GUARD_MODE__GUARD_MODE_MONITOR -> GUARD_MODE_MONITOR,
+            # looked up in the field's own enum.
+            fd = cfg.DESCRIPTOR.fields_by_name[field]
+            setattr(cfg, field, fd.enum_type.values_by_name[expr.split("__")[-1]].number)
+        elif re.fullmatch(r"[0-9]+\.[0-9]+", expr):
+            setattr(cfg, field, float(expr))
         elif re.fullmatch(r"[0-9uU\s*+<()-]+", expr):
             v = int(eval(re.sub(r"(\d+)[uU]", r"\1", expr), {"__builtins__": {}}, {}))
             fd = cfg.DESCRIPTOR.fields_by_name[field]
