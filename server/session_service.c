@@ -38,6 +38,8 @@
 /* Pages stop filling at this many bytes (at least one item), so a client
  * with gRPC's default 4 MiB receive limit can read every page. */
 #define PAGE_BYTES (3u << 20)
+/* Store marker kind of a queued session evaluation. */
+#define EVAL_MARKER "eval"
 
 struct SessionService {
     Store *store;
@@ -1028,9 +1030,11 @@ op_complete(SessionService *ss, const Norn__V1__CompleteSessionRequest *req, OpE
     store_issues(t, s, &jo, NULL, c);
     int evaluate = ai_session_plan(ss, s, &cfg);
     /* With an evaluation to come, the session-end audit row waits for its
-     * verdict. */
+     * verdict, and a marker remembers the evaluation across a crash. */
     if (!evaluate)
         audit_session_end(t, s);
+    else
+        store_txn_put_marker(t, EVAL_MARKER, s->session_id);
 
     put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_COMPLETED, s, NULL, 0, jo.issues, jo.n_issues);
@@ -1240,6 +1244,7 @@ static RpcCode list_steps(void *ud, RpcCall *call, const Norn__V1__ListStepsRequ
 void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__V1__Session *s)
 {
     StoreCounters *c = store_txn_counters(t);
+    store_txn_delete_marker(t, EVAL_MARKER, s->session_id);
     Norn__V1__Issue **issues = NULL;
     size_t n = 0;
     if (store_issues_scan(ss->store, s->session_id, &issues, &n) == NORN_OK) {
@@ -1684,9 +1689,11 @@ static void ev_apply_session(void *ud, const char *id, const EvalSessionResult *
         store_txn_abort(t);
         return;
     }
+    OpError e;
     if (prev->status == NORN__V1__SESSION_STATUS__SESSION_STATUS_ACTIVE) {
         /* Reopened meanwhile: the next CompleteSession evaluates again. */
-        store_txn_abort(t);
+        store_txn_delete_marker(t, EVAL_MARKER, id);
+        commit(ss, t, &e);
         norn__v1__session__free_unpacked(prev, NULL);
         return;
     }
@@ -1704,9 +1711,9 @@ static void ev_apply_session(void *ud, const char *id, const EvalSessionResult *
     s->evaluation_state = r->ok ? NORN__V1__EVALUATION_STATE__EVALUATION_STATE_DONE
                                 : NORN__V1__EVALUATION_STATE__EVALUATION_STATE_FAILED;
     audit_session_end(t, s);
+    store_txn_delete_marker(t, EVAL_MARKER, id);
     put_summary(t, s, prev, now);
     set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_EVALUATED, s, NULL, 0, NULL, 0);
-    OpError e;
     if (commit(ss, t, &e))
         log_error("eval_apply_failed", "session=%s error=\"%s\"", id, e.msg);
     norn__v1__session__free_unpacked(prev, NULL);
@@ -1723,7 +1730,18 @@ void session_service_evaluator_hooks(SessionService *ss, EvaluatorHooks *h)
     h->apply_session = ev_apply_session;
 }
 
+static int requeue_one(void *arg, const char *id)
+{
+    SessionService *ss = arg;
+    evaluator_enqueue_session(ss->ev, id);
+    log_info("eval_requeued", "session=%s", id);
+    return 1;
+}
+
 void session_service_set_evaluator(SessionService *ss, Evaluator *ev)
 {
     ss->ev = ev;
+    /* Evaluations a crash or shutdown interrupted are queued again. */
+    if (ev && !evaluator_disabled_reason(ev))
+        store_markers_scan(ss->store, EVAL_MARKER, requeue_one, ss);
 }

@@ -1292,6 +1292,64 @@ int store_txn_add_delta(StoreTxn *t, Norn__V1__SessionDelta *d)
     return put_message(t, CF_REVLOG, &k, &d->base);
 }
 
+static int marker_key(Key *k, const char *kind, const char *id)
+{
+    size_t kl = strlen(kind), il = strlen(id);
+    if (2 + kl + il > KEY_MAX)
+        return -1;
+    k->len = 0;
+    k->b[k->len++] = 'w';
+    memcpy(k->b + k->len, kind, kl);
+    k->len += kl;
+    k->b[k->len++] = 0;
+    memcpy(k->b + k->len, id, il);
+    k->len += il;
+    return 0;
+}
+
+int store_txn_put_marker(StoreTxn *t, const char *kind, const char *id)
+{
+    Key k;
+    if (marker_key(&k, kind, id)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    put_key(t, CF_META, &k, "", 0);
+    return NORN_OK;
+}
+
+int store_txn_delete_marker(StoreTxn *t, const char *kind, const char *id)
+{
+    Key k;
+    if (marker_key(&k, kind, id)) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    del_key(t, CF_META, &k);
+    return NORN_OK;
+}
+
+int store_markers_scan(Store *s, const char *kind, StoreMarkerVisit visit, void *arg)
+{
+    Key prefix;
+    if (marker_key(&prefix, kind, ""))
+        return NORN_ERR_INVALID;
+    RangeIter r;
+    prefix_range(s, CF_META, &r, &prefix);
+    for (; rocksdb_iter_valid(r.it); rocksdb_iter_next(r.it)) {
+        size_t klen;
+        const char *key = rocksdb_iter_key(r.it, &klen);
+        char id[KEY_MAX + 1];
+        size_t n = klen - prefix.len;
+        memcpy(id, key + prefix.len, n);
+        id[n] = 0;
+        if (!visit(arg, id))
+            break;
+    }
+    range_close(&r);
+    return NORN_OK;
+}
+
 int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c)
 {
     Key k;

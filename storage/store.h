@@ -218,6 +218,15 @@ int store_txn_add_delta(StoreTxn *t, Norn__V1__SessionDelta *d);
  * index rows. */
 int store_txn_delete_session(StoreTxn *t, const Norn__V1__Session *s);
 int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c);
+
+/* Pending-work markers: written in the transaction of the change that asks
+ * for work done off the request path (e.g. "eval" for a session evaluation),
+ * deleted in the transaction that finishes it, and listed at start-up, so
+ * work a crash interrupted is queued again. Meta family, key "w" kind 00 id. */
+int store_txn_put_marker(StoreTxn *t, const char *kind, const char *id);
+int store_txn_delete_marker(StoreTxn *t, const char *kind, const char *id);
+typedef int (*StoreMarkerVisit)(void *arg, const char *id); /* 0 stops */
+int store_markers_scan(Store *s, const char *kind, StoreMarkerVisit visit, void *arg);
 /* Deletes one audit event and its index rows. */
 int store_txn_delete_audit(StoreTxn *t, const uint8_t key[16]);
 int store_txn_put_agent(StoreTxn *t, const Norn__V1__Agent *a);

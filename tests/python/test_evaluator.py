@@ -454,6 +454,26 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(ev.evaluation_state, C.EVALUATION_STATE_DONE)
         self.assertEqual(ev.overall_quality, C.QUALITY_EXCELLENT)
 
+    def test_queued_evaluation_survives_a_crash(self):
+        fb = self.fake()
+        srv = Server(self, fb)
+        sid = srv.open()
+        srv.record(sid, search_steps(2, "crash"))
+        srv.wait_judged(sid, 2)
+        fb.hang_next()  # the session evaluation is sent but never answered
+        self.assertEqual(srv.complete(sid).evaluation_state, C.EVALUATION_STATE_QUEUED)
+        fb.wait_for(lambda: len(fb.requests(kind="session")) == 1, timeout=10)
+        srv.n.kill()  # SIGKILL: the in-memory queue is gone
+        fb.release()
+        srv.n.start()
+        ch = srv.n.channel()
+        srv.s = S_grpc.SessionServiceStub(ch)
+        s = srv.wait_session(sid, lambda s: s.evaluation_state == C.EVALUATION_STATE_DONE,
+                             what="the evaluation redone after the restart")
+        self.assertEqual(s.overall_quality, C.QUALITY_EXCELLENT)
+        self.assertEqual(len(fb.requests(kind="session")), 2)
+        self.assertIn("eval_requeued", srv.n.log_text())
+
     def test_zero_step_session_uses_the_shortcut(self):
         fb = self.fake()
         srv = Server(self, fb)
