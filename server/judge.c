@@ -371,49 +371,75 @@ void judge_after(Judge *j, Norn__V1__Session *s, Norn__V1__Step *st, const Norn_
     count_injections(s, out);
 }
 
+/* §3.8/§3.9 for the invocation of s held by entry e, then forgets e. At
+ * session end (ai == NULL) the verdict starts from PENDING and sets the
+ * stored status and the efficiency issue (into out); after the AI's session
+ * evaluation (ai: that evaluation's issues to weigh) it starts from the
+ * quality and scores the model put on s. Caller holds j->mu. */
+static void finalize_entry(Judge *j, Entry *e, Norn__V1__Session *s, const AnalyzerIssueRef *ai,
+                           size_t n_ai, JudgeOutcome *out)
+{
+    uint32_t first = s->invocation_first_step ? s->invocation_first_step : 1;
+    AnalyzerSessionFacts f;
+    memset(&f, 0, sizeof f);
+    f.total_steps = s->total_steps >= first ? s->total_steps - first + 1 : 0;
+    f.has_task = s->task && s->task->description[0];
+    f.task_max_steps = s->task ? s->task->max_steps : 0;
+    f.security_breach_detected = s->security_breach_detected;
+    f.loop_detected = s->loop_detected;
+    f.terminated_by_guard = s->terminated_by_guard;
+    if (ai) {
+        f.quality = s->overall_quality;
+        f.has_security_score = s->optional_security_score_case ==
+                               NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
+        f.security_score = s->security_score;
+        f.has_efficiency_score = s->optional_efficiency_score_case ==
+                                 NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
+        f.efficiency_score = s->efficiency_score;
+        f.issues = ai;
+        f.n_issues = n_ai;
+    } else {
+        /* No AI verdict yet: the AI evaluator finalizes again with its own. */
+        f.quality = NORN__V1__SESSION_QUALITY__QUALITY_PENDING;
+        f.issues = e->refs;
+        f.n_issues = e->n_refs;
+    }
+    AnalyzerFinal fin;
+    memset(&fin, 0, sizeof fin);
+    if (analyzer_finalize(e->state, &f, &fin) == 0) {
+        s->overall_quality = fin.quality;
+        if (fin.has_efficiency_score) {
+            s->optional_efficiency_score_case =
+                NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
+            s->efficiency_score = fin.efficiency_score;
+        }
+        if (fin.has_security_score) {
+            s->optional_security_score_case =
+                NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
+            s->security_score = fin.security_score;
+        }
+        s->loop_detected = fin.loop_detected;
+        s->security_breach_detected = fin.security_breach_detected;
+        s->security_threats_detected = fin.hard_issue_count;
+        /* The second pass neither restates the status nor returns the
+         * efficiency issue again (stored at session end). */
+        if (!ai) {
+            s->status = fin.status;
+            take_issues(out, fin.issues, fin.n_issues);
+        }
+    }
+    analyzer_final_clear(&fin);
+    remove_entry(j, e);
+}
+
 void judge_complete(Judge *j, Norn__V1__Session *s, Norn__V1__SessionStatus requested,
                     const Norn__V1__Config *cfg, JudgeOutcome *out)
 {
     outcome_init(out);
     pthread_mutex_lock(&j->mu);
     Entry *e = get_entry(j, s, cfg);
-    if (e) {
-        uint32_t first = s->invocation_first_step ? s->invocation_first_step : 1;
-        AnalyzerSessionFacts f;
-        memset(&f, 0, sizeof f);
-        f.total_steps = s->total_steps >= first ? s->total_steps - first + 1 : 0;
-        f.has_task = s->task && s->task->description[0];
-        f.task_max_steps = s->task ? s->task->max_steps : 0;
-        /* No AI verdict yet: the AI evaluator finalizes again with its own. */
-        f.quality = NORN__V1__SESSION_QUALITY__QUALITY_PENDING;
-        f.security_breach_detected = s->security_breach_detected;
-        f.loop_detected = s->loop_detected;
-        f.terminated_by_guard = s->terminated_by_guard;
-        f.issues = e->refs;
-        f.n_issues = e->n_refs;
-        AnalyzerFinal fin;
-        memset(&fin, 0, sizeof fin);
-        if (analyzer_finalize(e->state, &f, &fin) == 0) {
-            s->overall_quality = fin.quality;
-            if (fin.has_efficiency_score) {
-                s->optional_efficiency_score_case =
-                    NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
-                s->efficiency_score = fin.efficiency_score;
-            }
-            if (fin.has_security_score) {
-                s->optional_security_score_case =
-                    NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
-                s->security_score = fin.security_score;
-            }
-            s->loop_detected = fin.loop_detected;
-            s->security_breach_detected = fin.security_breach_detected;
-            s->security_threats_detected = fin.hard_issue_count;
-            s->status = fin.status;
-            take_issues(out, fin.issues, fin.n_issues);
-        }
-        analyzer_final_clear(&fin);
-        remove_entry(j, e);
-    }
+    if (e)
+        finalize_entry(j, e, s, NULL, 0, out);
     pthread_mutex_unlock(&j->mu);
     /* An explicit client status wins (an agent that crashed says so); without
      * one, TERMINATED means Norn told the agent to stop. */
@@ -436,47 +462,8 @@ void judge_reapply(Judge *j, Norn__V1__Session *s, Norn__V1__Issue *const *issue
         refs[n_refs++] = (AnalyzerIssueRef){issues[i]->issue_type, issues[i]->severity};
     pthread_mutex_lock(&j->mu);
     Entry *e = get_entry(j, s, cfg);
-    if (e) {
-        uint32_t first = s->invocation_first_step ? s->invocation_first_step : 1;
-        AnalyzerSessionFacts f;
-        memset(&f, 0, sizeof f);
-        f.total_steps = s->total_steps >= first ? s->total_steps - first + 1 : 0;
-        f.has_task = s->task && s->task->description[0];
-        f.task_max_steps = s->task ? s->task->max_steps : 0;
-        f.quality = s->overall_quality;
-        f.has_security_score = s->optional_security_score_case ==
-                               NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
-        f.security_score = s->security_score;
-        f.has_efficiency_score = s->optional_efficiency_score_case ==
-                                 NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
-        f.efficiency_score = s->efficiency_score;
-        f.security_breach_detected = s->security_breach_detected;
-        f.loop_detected = s->loop_detected;
-        f.terminated_by_guard = s->terminated_by_guard;
-        f.issues = refs;
-        f.n_issues = n_refs;
-        AnalyzerFinal fin;
-        memset(&fin, 0, sizeof fin);
-        if (analyzer_finalize(e->state, &f, &fin) == 0) {
-            s->overall_quality = fin.quality;
-            if (fin.has_efficiency_score) {
-                s->optional_efficiency_score_case =
-                    NORN__V1__SESSION__OPTIONAL_EFFICIENCY_SCORE_EFFICIENCY_SCORE;
-                s->efficiency_score = fin.efficiency_score;
-            }
-            if (fin.has_security_score) {
-                s->optional_security_score_case =
-                    NORN__V1__SESSION__OPTIONAL_SECURITY_SCORE_SECURITY_SCORE;
-                s->security_score = fin.security_score;
-            }
-            s->loop_detected = fin.loop_detected;
-            s->security_breach_detected = fin.security_breach_detected;
-            s->security_threats_detected = fin.hard_issue_count;
-        }
-        /* The efficiency issue it returns again was stored at completion. */
-        analyzer_final_clear(&fin);
-        remove_entry(j, e);
-    }
+    if (e)
+        finalize_entry(j, e, s, refs, n_refs, NULL);
     pthread_mutex_unlock(&j->mu);
     free(refs);
 }

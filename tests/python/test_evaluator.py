@@ -142,7 +142,9 @@ class EvaluatorTest(unittest.TestCase):
 
     def test_batching_100_steps_bearer(self):
         fb = self.fake()
-        srv = Server(self, fb, batch=10, wait_ms=100)
+        # A long wait: a batch goes out only when full, however slowly the
+        # steps arrive on a loaded machine.
+        srv = Server(self, fb, batch=10, wait_ms=30000)
         sid = srv.open()
         for chunk in range(10):
             srv.record(sid, search_steps(10, "batch%d" % chunk))
