@@ -125,6 +125,16 @@ class Server:
         return self.stats.GetStats(ST.GetStatsRequest(), timeout=T).stats
 
 
+def sampled(session_id, step_number, percent):
+    """server/session_service.c's SAMPLED choice: FNV-1a over the session id,
+    then the step number."""
+    h = 1469598103934665603
+    for b in session_id.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    h = ((h ^ step_number) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return (h >> 11) % 100 < percent
+
+
 def search_steps(n, prefix="q"):
     return [step("web_search", {"query": "%s %d" % (prefix, i)}, "result %d" % i)
             for i in range(n)]
@@ -241,7 +251,7 @@ class EvaluatorTest(unittest.TestCase):
         fb = self.fake()
         srv = Server(self, fb, batch=1, wait_ms=0, args=[
             "--eval-attempts", "1", "--eval-breaker-failures", "2",
-            "--eval-breaker-cooldown-ms", "1500", "--eval-in-flight", "1"])
+            "--eval-breaker-cooldown-ms", "3000", "--eval-in-flight", "1"])
         fb.fail_next(2, status=503)
         sid = srv.open()
         srv.record(sid, search_steps(2, "fail"))
@@ -294,10 +304,17 @@ class EvaluatorTest(unittest.TestCase):
         srv.set_config(eval_threshold=C.EVAL_THRESHOLD_SAMPLED, eval_sample_percent=50)
         sid = srv.open()
         srv.record(sid, search_steps(40, "sample"))
-        time.sleep(1.0)
-        judged = sum(st.HasField("relevance_score") for st in srv.get(sid).steps)
-        self.assertGreater(judged, 5)
-        self.assertLess(judged, 35)
+        # The sample is a stable hash of (session, step): the same steps every
+        # time, about half of them.
+        want = [n for n in range(1, 41) if sampled(sid, n, 50)]
+        self.assertTrue(5 < len(want) < 35, want)
+        s = srv.wait_session(
+            sid, lambda s: all(s.steps[n - 1].HasField("relevance_score") for n in want),
+            what="the sampled steps judged")
+        time.sleep(0.3)
+        s = srv.get(sid)
+        self.assertEqual([st.step_number for st in s.steps if st.HasField("relevance_score")],
+                         want)
 
     def test_full_queue_drops_the_oldest_pending_judgement(self):
         fb = self.fake()
