@@ -488,7 +488,9 @@ static int unique_agent_id(AgentImporter *im, StoreTxn *t, const char *base, cha
             return 0;
         if (rc != NORN_OK && rc != NORN_ERR_NOT_FOUND)
             return rc;
-        snprintf(out, cap, "%s-%llu", base, (unsigned long long)n++);
+        /* The base is cut so the suffix always fits in an id. */
+        snprintf(out, cap, "%.*s-%llu", (int)(cap > 22 ? cap - 22 : 0), base,
+                 (unsigned long long)n++);
     }
     return NORN_ERR_EXHAUSTED;
 }
@@ -530,7 +532,7 @@ static int register_agent(AgentImporter *im, ImportJob *job, const char *staging
     char dest[MAX_PATH_LEN];
     snprintf(dest, sizeof dest, "%s/%s", im->agents_dir, id);
     if (rename(staging, dest) != 0) {
-        snprintf(err, errlen, "cannot move the workspace to %s: %s", dest, strerror(errno));
+        snprintf(err, errlen, "cannot move the workspace to %.300s: %s", dest, strerror(errno));
         store_txn_abort(t);
         norn__v1__agent__free_unpacked(a, NULL);
         return NORN_ERR_INTERNAL;

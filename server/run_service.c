@@ -666,7 +666,8 @@ static int submit_agent(RunService *rs, LiveRun *r, char *err, size_t errlen)
     if (open_agent_dir(rs, r->agent_id, err, errlen))
         return NORN_ERR_INTERNAL;
     if (mkdir(workdir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create the run's workspace %s: %s", workdir, strerror(errno));
+        snprintf(err, errlen, "cannot create the run's workspace %.200s: %s", workdir,
+                 strerror(errno));
         return NORN_ERR_INTERNAL;
     }
     if (rs->run_uid >= 0 && chown(workdir, (uid_t)rs->run_uid, (gid_t)rs->run_gid) != 0) {
@@ -720,7 +721,7 @@ static int submit_venv(RunService *rs, const char *agent_id, const char *subdir,
         /* The venv is written by the build's unprivileged user. */
         if ((mkdir(venv, 0755) != 0 && errno != EEXIST) ||
             chown(venv, (uid_t)rs->run_uid, (gid_t)rs->run_gid) != 0) {
-            snprintf(err, errlen, "cannot prepare %s for uid %ld: %s", venv, rs->run_uid,
+            snprintf(err, errlen, "cannot prepare %.200s for uid %ld: %s", venv, rs->run_uid,
                      strerror(errno));
             return NORN_ERR_INTERNAL;
         }
