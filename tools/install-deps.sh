@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages that building, running and testing Norn need.
+# Installs the Debian 12 packages that building, running and testing Norn need
+# (python3-venv and python3-pip: the per-agent virtualenvs of agent runs).
 # Idempotent: apt runs only when a package is missing. Node packages for the
 # Node tests are installed by tests/node/ itself (npm ci) when those tests run.
 set -euo pipefail
@@ -9,7 +10,7 @@ pkgs=(
   libgrpc-dev grpc-proto libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev libprotoc-dev
   librocksdb-dev libjansson-dev libpcre2-dev libcurl4-openssl-dev libgit2-dev libssl-dev libcmocka-dev
   libtree-sitter-dev
-  python3-grpcio python3-grpc-tools python3-protobuf python3-botocore
+  python3-grpcio python3-grpc-tools python3-protobuf python3-botocore python3-venv python3-pip
   nodejs npm openssl bazel-bootstrap
 )
 if [ "${NORN_SKIP_BAZEL:-0}" = 1 ]; then
