@@ -3,18 +3,23 @@
 and RecordSteps latency with the judge off, on, and on with a slow model.
 
 It starts nornd (NORND, or build/nornd) and the local Converse server of the
-tests (tests/python/fake_bedrock.py); token counts are that server's
-(request bytes / 4, answer bytes / 4), close to but not Bedrock's tokenizer.
+tests (tests/python/fake_bedrock.py, as a process of its own so it does not
+share this client's interpreter); token counts are that server's (request
+bytes / 4, answer bytes / 4), close to but not Bedrock's tokenizer.
 
   /usr/bin/python3 tools/bench/eval_bench.py [--steps 1000] [--batch 10]
       [--result-bytes 1200] [--slow-s 2.0]
 """
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -24,7 +29,6 @@ os.environ.setdefault("NORN_PROTO_DIR", os.path.join(ROOT, "proto"))
 os.environ.setdefault("NORN_PY_GEN", os.path.join(ROOT, "build", "pygen"))
 
 import nornd_proc  # noqa: E402
-from fake_bedrock import FakeBedrock  # noqa: E402
 
 nornd_proc.ensure_stubs()
 
@@ -38,10 +42,40 @@ from norn.v1 import stats_service_pb2 as ST  # noqa: E402
 from norn.v1 import stats_service_pb2_grpc as ST_grpc  # noqa: E402
 
 
+class FakeProcess:
+    """tests/python/fake_bedrock.py in script mode (bearer auth)."""
+
+    TOKEN = "bench-token"
+
+    def __init__(self, delay_s=0.0):
+        self.dir = tempfile.mkdtemp(prefix="norn-eval-bench-")
+        port_file = os.path.join(self.dir, "port")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(ROOT, "tests", "python", "fake_bedrock.py"),
+             "--port", "0", "--port-file", port_file, "--bearer", self.TOKEN],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(port_file):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError("fake_bedrock.py did not start")
+            time.sleep(0.05)
+        with open(port_file) as f:
+            self.url = "http://127.0.0.1:%d" % int(f.read().strip())
+        if delay_s:
+            req = urllib.request.Request(
+                self.url + "/__control", method="POST",
+                data=json.dumps({"action": "set_delay", "seconds": delay_s}).encode())
+            urllib.request.urlopen(req, timeout=10).read()
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 def run(args, fake, label, wait_judged=False):
     env = {}
     if fake is not None:
-        env = {"NORN_BEDROCK_ENDPOINT": fake.url, "AWS_BEARER_TOKEN_BEDROCK": fake.bearer}
+        env = {"NORN_BEDROCK_ENDPOINT": fake.url, "AWS_BEARER_TOKEN_BEDROCK": fake.TOKEN}
     n = nornd_proc.Nornd(args=["--log-level", "warn"], env=env).start()
     try:
         ch = n.channel()
@@ -97,11 +131,16 @@ def main():
     ap.add_argument("--slow-s", type=float, default=2.0)
     args = ap.parse_args()
     run(args, None, "judge off")
-    with FakeBedrock(bearer="bench") as fb:
+    fb = FakeProcess()
+    try:
         st = run(args, fb, "judge on", wait_judged=True)
-    with FakeBedrock(bearer="bench") as fb:
-        fb.set_delay(args.slow_s)
+    finally:
+        fb.close()
+    fb = FakeProcess(delay_s=args.slow_s)
+    try:
         run(args, fb, "judge on, model %.1fs" % args.slow_s)
+    finally:
+        fb.close()
     if st.eval_steps_judged:
         k = 1000.0 / st.eval_steps_judged
         print("per 1,000 steps: %.1f calls, %d input + %d output tokens, $%.4f at the default "
