@@ -183,10 +183,14 @@ static void shard_destroy(Shard *s)
     pthread_cond_destroy(&s->pass_cv);
 }
 
+/* Half the cores by default (at least one): the completion-queue workers
+ * need the rest for ingest. On 2 cores with 1,000 watchers, two senders
+ * made RecordSteps p50 4.4-5.7 ms against 1.0-1.5 ms with one, for no gain
+ * in delivery (docs/benchmarks-more.md). NORN_WATCH_SENDERS overrides. */
 static size_t sender_count(void)
 {
     const char *env = getenv("NORN_WATCH_SENDERS");
-    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN) / 2;
     if (n < 1)
         n = 1;
     return n > MAX_SENDERS ? MAX_SENDERS : (size_t)n;
