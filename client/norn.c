@@ -69,6 +69,7 @@ static void usage(FILE *out)
           "  runs get RUN_ID | runs cancel RUN_ID  one run; cancel a queued or running run\n"
           "  swarms list                         swarms, newest first\n"
           "  swarms get ID [--sessions]          members, hand-offs and alignment\n"
+          "  swarms analyze ID [--refresh]       the AI pipeline analysis (cached)\n"
           "  swarms delete ID                    delete every member session\n"
           "  audit list [filters]                the audit trail, newest first\n"
           "  audit delete EVENT_ID               delete one audit event\n"
@@ -1335,6 +1336,66 @@ static int cmd_swarms_get(Globals *g, RpcChannel *ch, int argc, char **argv)
     return EXIT_OK;
 }
 
+static void print_analysis(const Norn__V1__SwarmAnalysis *a)
+{
+    printf("swarm      %s (%u agents)%s\n", a->swarm_id, a->agent_count,
+           a->cached ? ", from the cache" : "");
+    if (a->pipeline_coherence)
+        printf("coherence  %s\n",
+               short_enum(&norn__v1__session_quality__descriptor, a->pipeline_coherence));
+    printf("summary    %s\nhand-offs  %s\n", a->summary, a->handoff_quality);
+    for (size_t i = 0; i < a->n_agent_assessments; i++)
+        printf("  %u. %s: %s\n", a->agent_assessments[i]->order,
+               a->agent_assessments[i]->agent_name, a->agent_assessments[i]->note);
+    for (size_t i = 0; i < a->n_recommendations; i++)
+        printf("  - %s\n", a->recommendations[i]);
+}
+
+static int cmd_swarms_analyze(Globals *g, RpcChannel *ch, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"refresh", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    Norn__V1__AnalyzeSwarmRequest req = NORN__V1__ANALYZE_SWARM_REQUEST__INIT;
+    int opt;
+    options_begin();
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'r': req.refresh = 1; break;
+        case 'h':
+            puts("usage: norn swarms analyze ID [--refresh]\n"
+                 "  The AI pipeline analysis of a swarm (summary, one note per agent,\n"
+                 "  hand-off quality, coherence, recommendations). Served from the cache\n"
+                 "  while the swarm is unchanged; --refresh asks the model again. Needs\n"
+                 "  AI evaluation on the server (docs/bedrock.md).");
+            return EXIT_OK;
+        default: return EXIT_USAGE;
+        }
+    }
+    if (need_operands(argc, 1, "swarms analyze", "one swarm id"))
+        return EXIT_USAGE;
+    req.swarm_id = argv[optind];
+    Norn__V1__AnalyzeSwarmResponse *resp = NULL;
+    RpcCallOptions co = call_options(g);
+    /* The model may take a while: a deadline of at least a minute. */
+    if (co.timeout_ms > 0 && co.timeout_ms < 60000)
+        co.timeout_ms = 60000;
+    RpcStatus st;
+    int rc =
+        call_result("swarms analyze",
+                    norn__v1__swarm_service__analyze_swarm__call(ch, &req, &resp, &co, &st), &st);
+    if (rc != EXIT_OK)
+        return rc;
+    if (g->json || !resp->analysis)
+        print_json(&resp->base);
+    else
+        print_analysis(resp->analysis);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return EXIT_OK;
+}
+
 static int cmd_swarms_delete(Globals *g, RpcChannel *ch, int argc, char **argv)
 {
     int rc = help_only(argc, argv,
@@ -2050,6 +2111,7 @@ static const Command commands[] = {
     {"runs", "cancel", cmd_runs_cancel},
     {"swarms", "list", cmd_swarms_list},
     {"swarms", "get", cmd_swarms_get},
+    {"swarms", "analyze", cmd_swarms_analyze},
     {"swarms", "delete", cmd_swarms_delete},
     {"audit", "list", cmd_audit_list},
     {"audit", "delete", cmd_audit_delete},

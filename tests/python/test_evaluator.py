@@ -18,6 +18,7 @@ Run: cd tests/python && NORND=... NORN_PROTO_DIR=... NORN_PY_GEN=... \
 import json
 import math
 import os
+import subprocess
 import threading
 import time
 import unittest
@@ -553,6 +554,11 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(len(fb.requests(kind="swarm")), 1)
         g = sw.GetSwarm(W.GetSwarmRequest(swarm_id="swarm-a"), timeout=T)
         self.assertTrue(g.HasField("analysis"))
+        cli = subprocess.run([os.environ["NORN_CLI"], "--server", srv.n.target, "swarms",
+                              "analyze", "swarm-a"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(cli.returncode, 0, cli.stderr)
+        self.assertIn("from the cache", cli.stdout)
+        self.assertIn("1. Researcher: ", cli.stdout)
         sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="swarm-a", refresh=True), timeout=T)
         self.assertEqual(len(fb.requests(kind="swarm")), 2)
         # A model failure is the original's "Analysis failed", not a hang.
