@@ -275,6 +275,9 @@ void nornd_free(Nornd *d)
     retention_stop(d->retention);
     /* While the server exists: import workers hold call references. */
     agent_importer_stop(d->importer);
+    /* Pending AnalyzeSwarm calls hold call references: end them while the
+     * RPC server still exists. */
+    evaluator_stop(d->evaluator);
     rpc_server_destroy(d->srv);
     /* Before the session service, the judge and the hub: killed runs
      * complete their sessions. */

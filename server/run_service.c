@@ -69,7 +69,6 @@ typedef struct LiveRun {
     unsigned timeout_s;
     RunPhase phase;
     int session_opened;
-    int saw_complete;
 } LiveRun;
 
 typedef struct VenvBuild {
@@ -483,8 +482,6 @@ static int on_event(void *ud, const char *run_id, const ExecEvent *ev)
     er.agent_name = msg_strdup(r->agent_name);
     er.task = msg_strdup(r->task);
     er.guard_mode = r->guard_mode;
-    if (ev->kind == EXEC_EVENT_COMPLETE)
-        r->saw_complete = 1;
     pthread_mutex_unlock(&rs->mu);
 
     int terminate = 0;
@@ -607,14 +604,16 @@ static void finish_run(RunService *rs, LiveRun *r, const RunEnd *end)
                      r->guard_mode, NULL, NULL);
         tag_session(rs, r->session_id, r->run_id);
     }
-    if (!r->saw_complete)
-        finish_session(rs, r->run_id, r->session_id,
-                       end->state == NORN__V1__RUN_STATE__RUN_STATE_SUCCEEDED, end->error);
+    /* Also when the agent sent `complete`: ingest may have refused it (a
+     * bad status, an oversized text), and finish_session leaves a session
+     * that is no longer active alone. */
+    finish_session(rs, r->run_id, r->session_id,
+                   end->state == NORN__V1__RUN_STATE__RUN_STATE_SUCCEEDED, end->error);
+    /* Under the lock, so it cannot overtake RunAgent's RUNNING write. */
     pthread_mutex_lock(&rs->mu);
-    int idle = active_add(rs, r->agent_id, -1);
-    pthread_mutex_unlock(&rs->mu);
-    if (idle)
+    if (active_add(rs, r->agent_id, -1))
         update_agent(rs, r->agent_id, edit_agent_idle, NULL);
+    pthread_mutex_unlock(&rs->mu);
     log_info("run_ended", "run=%s state=%d", r->run_id, end->state);
     free_live(r);
 }
@@ -1108,10 +1107,11 @@ RpcCode run_service_run_agent(RunService *rs, RpcCall *call, const Norn__V1__Run
     r->next = rs->live;
     rs->live = r;
     active_add(rs, a->agent_id, +1);
-    pthread_mutex_unlock(&rs->mu);
-    /* Written for every run: last_run changes each time. */
+    /* Written for every run (last_run changes each time), under the lock
+     * so a run that ends at once cannot write its idle status first. */
     LastRun lr = {run->run_id, queued};
     update_agent(rs, a->agent_id, edit_agent_started, &lr);
+    pthread_mutex_unlock(&rs->mu);
     log_info("run_queued", "run=%s agent=%s session=%s venv_wait=%d", run->run_id, run->agent_id,
              run->session_id, waits);
     resp->run = run;

@@ -22,7 +22,8 @@
 typedef struct SwarmAnalyzer SwarmAnalyzer;
 
 SwarmAnalyzer *swarm_analyzer_new(Evaluator *ev);
-/* Call after the RPC server has stopped and before the evaluator is freed. */
+/* Call after evaluator_stop (which ends the analyses still waiting for the
+ * model) and after the RPC server is destroyed. */
 void swarm_analyzer_free(SwarmAnalyzer *sa);
 
 /* The cached analysis for this swarm state (a malloc'd copy with cached

@@ -12,6 +12,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ typedef struct Req {
     struct curl_slist *headers;
     char *resp;
     size_t resp_len;
+    size_t resp_limit; /* EvaluatorOptions.max_response_bytes */
     int resp_overflow;
     long retry_after_s;
     char error_type[96];
@@ -106,6 +108,9 @@ struct Evaluator {
     CURLM *multi;
     pthread_t thread;
     int started;
+    /* After evaluator_stop: enqueues are refused (a queued session keeps its
+     * store marker and is evaluated after the next start). */
+    atomic_int stopped;
     unsigned live; /* requests alive (in transfer or waiting to retry) */
     Req *waiting;  /* waiting to retry */
     Req *active;   /* in transfer */
@@ -317,7 +322,7 @@ static void drop_oldest(Evaluator *ev)
 
 int evaluator_enqueue_step(Evaluator *ev, const char *session_id, uint32_t step_number)
 {
-    if (!ev || ev->disabled[0])
+    if (!ev || ev->disabled[0] || atomic_load(&ev->stopped))
         return -1;
     pthread_mutex_lock(&ev->mu);
     if (ev->pending_steps >= ev->opt.max_pending_steps)
@@ -351,7 +356,7 @@ int evaluator_enqueue_step(Evaluator *ev, const char *session_id, uint32_t step_
 
 int evaluator_enqueue_session(Evaluator *ev, const char *session_id)
 {
-    if (!ev || ev->disabled[0])
+    if (!ev || ev->disabled[0] || atomic_load(&ev->stopped))
         return -1;
     pthread_mutex_lock(&ev->mu);
     Pend *p = pend_find(ev, session_id, 1);
@@ -369,7 +374,7 @@ int evaluator_enqueue_session(Evaluator *ev, const char *session_id)
 int evaluator_call(Evaluator *ev, const char *system, const char *user, double temperature,
                    EvalCallDone done, void *arg)
 {
-    if (!ev || ev->disabled[0])
+    if (!ev || ev->disabled[0] || atomic_load(&ev->stopped))
         return -1;
     CallItem *c = calloc(1, sizeof *c);
     if (!c)
@@ -449,7 +454,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     Req *r = arg;
     size_t len = size * n;
-    if (r->resp_len + len > 8u << 20 || r->resp_overflow) {
+    if (r->resp_len + len > r->resp_limit || r->resp_overflow) {
         r->resp_overflow = 1;
         return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
     }
@@ -503,6 +508,7 @@ static int req_start(Evaluator *ev, Req *r)
     r->resp = NULL;
     r->resp_len = 0;
     r->resp_overflow = 0;
+    r->resp_limit = ev->opt.max_response_bytes;
     r->retry_after_s = -1;
     r->error_type[0] = 0;
     r->attempts++;
@@ -567,6 +573,11 @@ static int req_start(Evaluator *ev, Req *r)
         r->headers = NULL;
         return -1;
     }
+    /* Half-open breaker: this transfer is the probe. Set only here, when a
+     * request is really on its way: work answered locally (cache hits, a
+     * zero-step session, a session gone) must not hold the probe slot. */
+    if (ev->breaker_until_ms)
+        ev->probing = 1;
     return 0;
 }
 
@@ -832,7 +843,25 @@ static void dispatch_steps(Evaluator *ev, const char *id, uint32_t *numbers, siz
     free(numbers);
     ev->live++;
     r->kind = REQ_STEPS;
+    /* req_retire finds the session's queue entry by this id. */
     r->session_id = strdup(id);
+    if (!r->session_id) {
+        ev->live--;
+        free(r);
+        r = NULL;
+        pthread_mutex_lock(&ev->mu);
+        Pend *p = pend_find(ev, id, 0);
+        if (p) {
+            p->in_flight--;
+            pend_maybe_remove(ev, p);
+        }
+        pthread_mutex_unlock(&ev->mu);
+        if (task)
+            norn__v1__task_definition__free_unpacked(task, NULL);
+        free_steps(ctx, n_ctx);
+        free_steps(steps, n_steps);
+        return;
+    }
     r->task = strdup(task && task->description ? task->description : "");
     r->results = calloc(n_steps ? n_steps : 1, sizeof *r->results);
     r->asked = calloc(n_steps ? n_steps : 1, sizeof *r->asked);
@@ -964,8 +993,6 @@ static long dispatch_due(Evaluator *ev)
         if (r->retry_at_ms <= now && allow) {
             *pp = r->next;
             r->next = NULL;
-            if (allow == 1)
-                ev->probing = 1;
             if (req_start(ev, r) != 0) {
                 fail_request(ev, r, "cannot restart the request");
                 req_retire(ev, r);
@@ -1002,7 +1029,7 @@ static long dispatch_due(Evaluator *ev)
             ev->n_calls--;
         } else {
             for (Pend *p = ev->head; p; p = p->next) {
-                if (p->n && (p->n >= bs || p->session_wanted || now - p->oldest_ms >= wait)) {
+                if (p->n && (p->n >= bs || p->session_wanted || p->oldest_ms + wait <= now)) {
                     n = p->n < bs ? p->n : bs;
                     numbers = malloc(n * sizeof *numbers);
                     if (!numbers)
@@ -1033,8 +1060,6 @@ static long dispatch_due(Evaluator *ev)
             }
         }
         pthread_mutex_unlock(&ev->mu);
-        if (allow == 1 && (call || sid))
-            ev->probing = 1;
         if (call) {
             Req *r = calloc(1, sizeof *r);
             if (!r) {
@@ -1189,40 +1214,78 @@ Evaluator *evaluator_new(const EvaluatorOptions *o, const EvalCredentials *creds
     return ev;
 }
 
-void evaluator_free(Evaluator *ev)
+/* Ends every one-shot call (queued, in transfer, waiting to retry) with
+ * "the server is shutting down". Evaluator thread stopped. */
+static void fail_calls(Evaluator *ev)
 {
-    if (!ev)
-        return;
-    if (ev->started) {
-        pthread_mutex_lock(&ev->mu);
-        ev->stop = 1;
-        pthread_mutex_unlock(&ev->mu);
-        curl_multi_wakeup(ev->multi);
-        pthread_join(ev->thread, NULL);
-    }
-    /* Abandon transfers and retries: judging is best effort at shutdown;
-     * one-shot callers still hear that their call ended. */
-    while (ev->active) {
-        Req *r = ev->active;
-        req_end_transfer(ev, r);
-        if (r->kind == REQ_CALL)
-            r->done(r->done_arg, NULL, "the server is shutting down");
+    for (Req **pp = &ev->active; *pp;) {
+        Req *r = *pp;
+        if (r->kind != REQ_CALL) {
+            pp = &r->active_next;
+            continue;
+        }
+        req_end_transfer(ev, r); /* unlinks r */
+        r->done(r->done_arg, NULL, "the server is shutting down");
         req_free(r);
     }
-    for (Req *r = ev->waiting, *n; r; r = n) {
-        n = r->next;
-        if (r->kind == REQ_CALL)
-            r->done(r->done_arg, NULL, "the server is shutting down");
+    for (Req **pp = &ev->waiting; *pp;) {
+        Req *r = *pp;
+        if (r->kind != REQ_CALL) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        r->done(r->done_arg, NULL, "the server is shutting down");
         req_free(r);
     }
-    while (ev->head)
-        pend_remove(ev, ev->head);
-    for (CallItem *c = ev->calls, *n; c; c = n) {
+    pthread_mutex_lock(&ev->mu);
+    CallItem *calls = ev->calls;
+    ev->calls = ev->calls_tail = NULL;
+    ev->n_calls = 0;
+    pthread_mutex_unlock(&ev->mu);
+    for (CallItem *c = calls, *n; c; c = n) {
         n = c->next;
         c->done(c->arg, NULL, "the server is shutting down");
         free(c->body);
         free(c);
     }
+}
+
+void evaluator_stop(Evaluator *ev)
+{
+    if (!ev || !ev->started)
+        return;
+    pthread_mutex_lock(&ev->mu);
+    ev->stop = 1;
+    pthread_mutex_unlock(&ev->mu);
+    curl_multi_wakeup(ev->multi);
+    pthread_join(ev->thread, NULL);
+    ev->started = 0;
+    /* Nothing is judged from now on: later enqueues are refused (a queued
+     * session evaluation keeps its store marker and runs after a restart),
+     * and one-shot callers hear now, while their RPC calls still exist. */
+    atomic_store(&ev->stopped, 1);
+    fail_calls(ev);
+}
+
+void evaluator_free(Evaluator *ev)
+{
+    if (!ev)
+        return;
+    evaluator_stop(ev);
+    /* Abandon transfers and retries: judging is best effort at shutdown. */
+    while (ev->active) {
+        Req *r = ev->active;
+        req_end_transfer(ev, r);
+        req_free(r);
+    }
+    for (Req *r = ev->waiting, *n; r; r = n) {
+        n = r->next;
+        req_free(r);
+    }
+    while (ev->head)
+        pend_remove(ev, ev->head);
+    fail_calls(ev);
     while (ev->cache_tail)
         cache_evict_tail(ev);
     if (ev->multi)

@@ -91,7 +91,11 @@ typedef struct EvaluatorHooks {
  * failure. */
 Evaluator *evaluator_new(const EvaluatorOptions *o, const EvalCredentials *creds,
                          const EvaluatorHooks *hooks);
-/* Stops the thread, abandons what is pending and frees everything. */
+/* Stops the thread and ends every one-shot call ("the server is shutting
+ * down") while their RPC calls still exist; afterwards every enqueue is
+ * refused. Call before the RPC server is destroyed. */
+void evaluator_stop(Evaluator *ev);
+/* Stops (if not yet), abandons what is pending and frees everything. */
 void evaluator_free(Evaluator *ev);
 
 /* NULL when AI judging is on, else a sentence saying why it is off. */

@@ -330,6 +330,35 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(fb.requests(), [])
         self.assertIn("eval_dropped", srv.n.log_text())
 
+    def test_breaker_probe_is_a_real_request(self):
+        # After the cooldown the first work can be answered without a call (a
+        # cache hit, a zero-step session): that must not use up the probe, or
+        # judging would stop for good.
+        fb = self.fake()
+        srv = Server(self, fb, batch=1, wait_ms=0, args=[
+            "--eval-attempts", "1", "--eval-breaker-failures", "2",
+            "--eval-breaker-cooldown-ms", "1000", "--eval-in-flight", "1"])
+        cached = search_steps(1, "cached")
+        a = srv.open()
+        srv.record(a, cached)
+        srv.wait_judged(a, 1)
+        fb.fail_next(2, status=503)
+        b = srv.open()
+        srv.record(b, search_steps(2, "fail"))
+        srv.wait_judged(b, 2)
+        self.assertTrue(srv.get_stats().eval_breaker_open)
+        c = srv.open()
+        srv.record(c, cached)  # answered from the cache, queued first
+        e = srv.open()
+        srv.complete(e)  # a zero-step session: evaluated without a call
+        d = srv.open()
+        srv.record(d, search_steps(1, "after"))
+        srv.wait_judged(c, 1, timeout=15)
+        srv.wait_session(e, lambda s: s.evaluation_state == C.EVALUATION_STATE_DONE)
+        s = srv.wait_judged(d, 1, timeout=15)
+        self.assertEqual(s.steps[0].relevance_score, 90)
+        self.assertFalse(srv.get_stats().eval_breaker_open)
+
     def test_ingest_does_not_wait_for_a_hanging_model(self):
         fb = self.fake()
         srv = Server(self, fb, batch=5, wait_ms=0)
@@ -570,6 +599,21 @@ class EvaluatorTest(unittest.TestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             sw.AnalyzeSwarm(W.AnalyzeSwarmRequest(swarm_id="no-such-swarm"), timeout=T)
         self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_shutdown_ends_an_analysis_waiting_for_the_model(self):
+        fb = self.fake()
+        srv = Server(self, fb, args=["--drain-grace-ms", "500"])
+        sw = W_grpc.SwarmServiceStub(srv.n.channel())
+        self.run_swarm(srv, "swarm-c")
+        fb.hang_next()  # the model never answers
+        fut = sw.AnalyzeSwarm.future(W.AnalyzeSwarmRequest(swarm_id="swarm-c"), timeout=30)
+        fb.wait_for(lambda: len(fb.requests(kind="swarm")) == 1, timeout=10)
+        self.assertEqual(srv.n.terminate(), 0, srv.n.log_text()[-2000:])
+        with self.assertRaises(grpc.RpcError) as cm:
+            fut.result(timeout=10)
+        self.assertIn(cm.exception.code(), (grpc.StatusCode.UNAVAILABLE,
+                                            grpc.StatusCode.CANCELLED))
+        fb.release()
 
     def test_analyze_swarm_without_credentials(self):
         srv = Server(self, None)

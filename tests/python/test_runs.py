@@ -170,6 +170,15 @@ class RunTests(unittest.TestCase):
         # The agent never called CompleteSession: the server did, from the outcome.
         self.assertEqual(s.status, C.SESSION_STATUS_COMPLETED)
 
+    def test_a_refused_complete_still_ends_the_session(self):
+        # The agent's `complete` is refused by ingest (too long a reason): the
+        # server completes the session from the run's outcome all the same.
+        run = self.wait_run(self.run_agent("badcomplete").run.run_id)
+        self.assertEqual(run.state, C.RUN_STATE_SUCCEEDED, run.error + run.log_tail)
+        s = self.session(run.session_id)
+        self.assertEqual([st.tool_name for st in s.steps], ["lookup"])
+        self.assertEqual(s.status, C.SESSION_STATUS_COMPLETED)
+
     def test_agent_record_tracks_its_runs(self):
         run = self.run_agent("sleep 2").run
         a = self.agents.GetAgent(A.GetAgentRequest(agent_id=self.agent.agent_id),
