@@ -38,8 +38,10 @@
 /* Pages stop filling at this many bytes (at least one item), so a client
  * with gRPC's default 4 MiB receive limit can read every page. */
 #define PAGE_BYTES (3u << 20)
-/* Store marker kind of a queued session evaluation. */
+/* Store marker kinds of a queued session evaluation (id: the session) and
+ * of a step waiting for the AI judge (id: session "/" step, 10 digits). */
 #define EVAL_MARKER "eval"
+#define STEP_MARKER "evs"
 
 struct SessionService {
     Store *store;
@@ -754,9 +756,19 @@ static Norn__V1__BeginStepResponse *op_begin(SessionService *ss,
 
 /* ---- EndStep -------------------------------------------------------------------- */
 
-static void finish_step(SessionService *ss, StoreTxn *t, Norn__V1__Session *s, Norn__V1__Step *st,
-                        const Norn__V1__Config *cfg, Norn__V1__StepVerdict *v, StoreCounters *c,
-                        JudgeOutcome *jo)
+static void step_marker_id(char *buf, size_t cap, const char *session_id, uint32_t step)
+{
+    snprintf(buf, cap, "%s/%010u", session_id, step);
+}
+
+/* The end of a step. A step the AI judge will see gets a store marker
+ * (so a crash cannot lose the judgement) and its tool_call audit row when
+ * the judgement is applied, with the scores in it; any other step gets
+ * the row now. Returns 1 when the step goes to the judge. `flagged`: the
+ * rules raised an issue before the tool ran. */
+static int finish_step(SessionService *ss, StoreTxn *t, Norn__V1__Session *s, Norn__V1__Step *st,
+                       const Norn__V1__Config *cfg, Norn__V1__StepVerdict *v, StoreCounters *c,
+                       int flagged, JudgeOutcome *jo)
 {
     Norn__V1__StepStatus old = st->status;
     judge_after(ss->judge, s, st, cfg, jo);
@@ -765,10 +777,18 @@ static void finish_step(SessionService *ss, StoreTxn *t, Norn__V1__Session *s, N
     count_step_status(s, st->status, +1);
     if (jo->n_issues)
         s->security_breach_detected = 1;
+    int to_judge = ai_step_wanted(ss, s, st, flagged || jo->n_issues > 0, cfg);
     store_issues(t, s, jo, v, c);
     apply_action(t, s, NULL, v, jo);
     v->status = st->status;
-    audit_step(t, s, st);
+    if (to_judge) {
+        char id[200];
+        step_marker_id(id, sizeof id, s->session_id, st->step_number);
+        store_txn_put_marker(t, STEP_MARKER, id);
+    } else {
+        audit_step(t, s, st);
+    }
+    return to_judge;
 }
 
 static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__EndStepRequest *req,
@@ -826,8 +846,7 @@ static Norn__V1__EndStepResponse *op_end(SessionService *ss, const Norn__V1__End
                                                        : 0.0;
     Norn__V1__StepVerdict *v = verdict_for(st);
     JudgeOutcome jo;
-    finish_step(ss, t, s, st, &cfg, v, c, &jo);
-    int judge_by_ai = ai_step_wanted(ss, s, st, jo.n_issues > 0, &cfg);
+    int judge_by_ai = finish_step(ss, t, s, st, &cfg, v, c, 0, &jo);
 
     if (commit_step(ss, t, s, prev, st, NORN__V1__DELTA_KIND__DELTA_KIND_STEP_UPDATED, &jo, now,
                     e)) {
@@ -945,10 +964,10 @@ static Norn__V1__RecordStepsResponse *op_record(SessionService *ss,
         judge_before(ss->judge, s, st, &cfg, &before);
         store_issues(t, s, &before, v, c);
         apply_action(t, s, NULL, v, &before);
-        finish_step(ss, t, s, st, &cfg, v, c, &after);
+        int to_judge = finish_step(ss, t, s, st, &cfg, v, c, before.n_issues > 0, &after);
         if (before.action == NORN__V1__ACTION__ACTION_TERMINATE)
             v->action = before.action, msg_set_str(&v->reason, before.reason);
-        if (ai_step_wanted(ss, s, st, before.n_issues + after.n_issues > 0, &cfg))
+        if (to_judge)
             ai_steps[n_ai++] = number;
         for (size_t k = 0; k < before.n_issues; k++)
             msg_append((void ***)&all_issues, &n_all, msg_clone(&before.issues[k]->base));
@@ -1245,6 +1264,9 @@ void session_service_delete_in_txn(SessionService *ss, StoreTxn *t, const Norn__
 {
     StoreCounters *c = store_txn_counters(t);
     store_txn_delete_marker(t, EVAL_MARKER, s->session_id);
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s/", s->session_id);
+    store_txn_delete_markers(t, STEP_MARKER, prefix);
     Norn__V1__Issue **issues = NULL;
     size_t n = 0;
     if (store_issues_scan(ss->store, s->session_id, &issues, &n) == NORN_OK) {
@@ -1622,6 +1644,10 @@ static void ev_apply_steps(void *ud, const char *id, const EvalStepResult *resul
         memset(&one, 0, sizeof one);
         judge_step_by_ai(s, st, &results[i], &cfg, &one, now);
         store_issues(t, s, &one, NULL, c);
+        audit_step(t, s, st);
+        char mid[200];
+        step_marker_id(mid, sizeof mid, id, st->step_number);
+        store_txn_delete_marker(t, STEP_MARKER, mid);
         for (size_t k = 0; k < one.n_issues; k++)
             msg_append((void ***)&all.issues, &all.n_issues, msg_clone(&one.issues[k]->base));
         judge_outcome_clear(&one);
@@ -1738,10 +1764,32 @@ static int requeue_one(void *arg, const char *id)
     return 1;
 }
 
+/* A step marker: queued again, or, with the judge off, closed as not
+ * judged (which writes its audit row). */
+static int requeue_step(void *arg, const char *marker)
+{
+    SessionService *ss = arg;
+    const char *slash = strrchr(marker, '/');
+    if (!slash || slash == marker || (size_t)(slash - marker) > 128)
+        return 1;
+    char id[129];
+    snprintf(id, sizeof id, "%.*s", (int)(slash - marker), marker);
+    uint32_t step = (uint32_t)strtoul(slash + 1, NULL, 10);
+    const char *off = ss->ev ? evaluator_disabled_reason(ss->ev) : "no AI judge";
+    if (!off && evaluator_enqueue_step(ss->ev, id, step) == 0)
+        return 1;
+    char why[300];
+    snprintf(why, sizeof why, "Evaluation skipped: %s", off ? off : "the judge refused it");
+    EvalStepResult r = {.step_number = step, .ok = 0, .reasoning = why};
+    ev_apply_steps(ss, id, &r, 1);
+    return 1;
+}
+
 void session_service_set_evaluator(SessionService *ss, Evaluator *ev)
 {
     ss->ev = ev;
-    /* Evaluations a crash or shutdown interrupted are queued again. */
+    /* Judgements a crash or shutdown interrupted are queued again. */
+    store_markers_scan(ss->store, STEP_MARKER, requeue_step, ss);
     if (ev && !evaluator_disabled_reason(ev))
         store_markers_scan(ss->store, EVAL_MARKER, requeue_one, ss);
 }

@@ -1329,6 +1329,18 @@ int store_txn_delete_marker(StoreTxn *t, const char *kind, const char *id)
     return NORN_OK;
 }
 
+int store_txn_delete_markers(StoreTxn *t, const char *kind, const char *prefix)
+{
+    Key lo, hi;
+    if (marker_key(&lo, kind, prefix) || key_prefix_end(&lo, &hi) != 0) {
+        t->failed = 1;
+        return NORN_ERR_INVALID;
+    }
+    rocksdb_writebatch_delete_range_cf(t->wb, t->s->cf[CF_META], (const char *)lo.b, lo.len,
+                                       (const char *)hi.b, hi.len);
+    return NORN_OK;
+}
+
 int store_markers_scan(Store *s, const char *kind, StoreMarkerVisit visit, void *arg)
 {
     Key prefix;

@@ -225,6 +225,8 @@ int store_txn_put_config(StoreTxn *t, const Norn__V1__Config *c);
  * work a crash interrupted is queued again. Meta family, key "w" kind 00 id. */
 int store_txn_put_marker(StoreTxn *t, const char *kind, const char *id);
 int store_txn_delete_marker(StoreTxn *t, const char *kind, const char *id);
+/* Deletes every marker of `kind` whose id starts with `prefix`. */
+int store_txn_delete_markers(StoreTxn *t, const char *kind, const char *prefix);
 typedef int (*StoreMarkerVisit)(void *arg, const char *id); /* 0 stops */
 int store_markers_scan(Store *s, const char *kind, StoreMarkerVisit visit, void *arg);
 /* Deletes one audit event and its index rows. */

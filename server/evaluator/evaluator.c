@@ -77,6 +77,13 @@ typedef struct CacheEntry {
     char *reasoning;
 } CacheEntry;
 
+/* A step dropped from a full queue: closed as not judged by the thread. */
+typedef struct Dropped {
+    struct Dropped *next;
+    uint32_t step_number;
+    char session_id[];
+} Dropped;
+
 typedef struct CallItem {
     struct CallItem *next;
     char *body;
@@ -99,6 +106,7 @@ struct Evaluator {
     size_t pending_steps;
     size_t sessions_waiting;
     CallItem *calls, *calls_tail;
+    Dropped *dropped, *dropped_tail; /* waiting to be closed as not judged */
     size_t n_calls;
     unsigned batch_size, batch_wait_ms;
     EvaluatorStats stats;
@@ -310,6 +318,20 @@ static void drop_oldest(Evaluator *ev)
                      "session=%s step=%u dropped_total=%llu "
                      "reason=\"queue full (%zu steps)\"",
                      p->session_id, p->steps[0], (unsigned long long)dropped, ev->pending_steps);
+        /* The step still gets its audit row and loses its store marker: the
+         * thread applies "not judged" for it. */
+        size_t idlen = strlen(p->session_id);
+        Dropped *d = malloc(sizeof *d + idlen + 1);
+        if (d) {
+            d->next = NULL;
+            d->step_number = p->steps[0];
+            memcpy(d->session_id, p->session_id, idlen + 1);
+            if (ev->dropped_tail)
+                ev->dropped_tail->next = d;
+            else
+                ev->dropped = d;
+            ev->dropped_tail = d;
+        }
         memmove(p->steps, p->steps + 1, (p->n - 1) * sizeof *p->steps);
         p->n--;
         p->oldest_ms = now_ms();
@@ -982,8 +1004,27 @@ static int breaker_allows(Evaluator *ev, uint64_t now)
 }
 
 /* Starts whatever is due; returns how long the thread may sleep (ms). */
+/* Closes the dropped steps as not judged (no network: the breaker does not
+ * apply). */
+static void close_dropped(Evaluator *ev)
+{
+    pthread_mutex_lock(&ev->mu);
+    Dropped *list = ev->dropped;
+    ev->dropped = ev->dropped_tail = NULL;
+    pthread_mutex_unlock(&ev->mu);
+    for (Dropped *d = list, *n; d; d = n) {
+        n = d->next;
+        EvalStepResult r = {.step_number = d->step_number,
+                            .ok = 0,
+                            .reasoning = (char *)"Evaluation skipped: the judge's queue was full"};
+        ev->hooks.apply_steps(ev->hooks.ud, d->session_id, &r, 1);
+        free(d);
+    }
+}
+
 static long dispatch_due(Evaluator *ev)
 {
+    close_dropped(ev);
     uint64_t now = now_ms();
     long sleep_ms = 1000;
     /* retries first: they are the oldest work */
@@ -1285,6 +1326,10 @@ void evaluator_free(Evaluator *ev)
     }
     while (ev->head)
         pend_remove(ev, ev->head);
+    for (Dropped *d = ev->dropped, *n; d; d = n) {
+        n = d->next;
+        free(d);
+    }
     fail_calls(ev);
     while (ev->cache_tail)
         cache_evict_tail(ev);

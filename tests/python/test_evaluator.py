@@ -32,6 +32,8 @@ nornd_proc.ensure_stubs()
 import grpc  # noqa: E402
 from google.protobuf import field_mask_pb2, struct_pb2  # noqa: E402
 from norn.v1 import common_pb2 as C  # noqa: E402
+from norn.v1 import audit_service_pb2 as AU  # noqa: E402
+from norn.v1 import audit_service_pb2_grpc as AU_grpc  # noqa: E402
 from norn.v1 import config_service_pb2 as CF  # noqa: E402
 from norn.v1 import config_service_pb2_grpc as CF_grpc  # noqa: E402
 from norn.v1 import session_service_pb2 as S  # noqa: E402
@@ -124,6 +126,13 @@ class Server:
 
     def get_stats(self):
         return self.stats.GetStats(ST.GetStatsRequest(), timeout=T).stats
+
+    def tool_calls(self, sid):
+        """The session's tool_call audit rows, oldest first."""
+        au = AU_grpc.AuditServiceStub(self.n.channel())
+        evs = au.ListAuditEvents(AU.ListAuditEventsRequest(
+            session_id=sid, event_type=C.AUDIT_EVENT_TYPE_TOOL_CALL), timeout=T).events
+        return list(reversed(evs))
 
 
 def sampled(session_id, step_number, percent):
@@ -329,6 +338,14 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(stats.eval_queue_depth, 5)
         self.assertEqual(fb.requests(), [])
         self.assertIn("eval_dropped", srv.n.log_text())
+        # The dropped steps are closed as not judged, each with its audit row.
+        s = srv.wait_session(sid, lambda s: sum(bool(st.reasoning) for st in s.steps) == 15,
+                             what="15 steps closed")
+        self.assertEqual([st.step_number for st in s.steps if st.reasoning],
+                         list(range(1, 16)))
+        self.assertTrue(all(st.reasoning == "Evaluation skipped: the judge's queue was full"
+                            for st in s.steps[:15]))
+        self.assertEqual(len(srv.tool_calls(sid)), 15)
 
     def test_breaker_probe_is_a_real_request(self):
         # After the cooldown the first work can be answered without a call (a
@@ -409,6 +426,13 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(exf.severity, 10)
         self.assertTrue(exf.description.startswith("Security concern in step 2: "))
         self.assertEqual(by_type[C.ISSUE_TYPE_CREDENTIAL_LEAK][0].severity, 10)
+        # The tool_call audit rows are written once judged, with the scores.
+        rows = srv.tool_calls(sid)
+        self.assertEqual(len(rows), 4)
+        self.assertEqual(rows[1].summary,
+                         "upload() \u2192 SUCCESS  |  Security: 10%  Relevance: 40%")
+        self.assertEqual(rows[1].severity, C.AUDIT_SEVERITY_CRITICAL)
+        self.assertEqual(rows[0].severity, C.AUDIT_SEVERITY_WARNING)  # IRRELEVANT
         mc = by_type[C.ISSUE_TYPE_MISSING_CONFIG][0]
         self.assertEqual(mc.severity, 7)
         self.assertIn("STRANDS_KNOWLEDGE_BASE_ID", mc.description)
@@ -522,6 +546,39 @@ class EvaluatorTest(unittest.TestCase):
         self.assertEqual(s.overall_quality, C.QUALITY_EXCELLENT)
         self.assertEqual(len(fb.requests(kind="session")), 2)
         self.assertIn("eval_requeued", srv.n.log_text())
+
+    def test_pending_step_judgements_survive_a_crash(self):
+        fb = self.fake()
+        srv = Server(self, fb, batch=3, wait_ms=0)
+        fb.hang_next()
+        sid = srv.open()
+        srv.record(sid, search_steps(3, "lost"))
+        fb.wait_for(lambda: len(fb.requests(kind="step")) == 1, timeout=10)
+        self.assertEqual(srv.tool_calls(sid), [])  # written once judged
+        srv.n.kill()
+        fb.release()
+        srv.n.start()
+        srv.s = S_grpc.SessionServiceStub(srv.n.channel())
+        s = srv.wait_judged(sid, 3)
+        self.assertTrue(all(st.relevance_score == 90 for st in s.steps))
+        self.assertEqual(len(srv.tool_calls(sid)), 3)
+
+    def test_pending_steps_closed_when_restarted_without_credentials(self):
+        fb = self.fake()
+        srv = Server(self, fb, batch=3, wait_ms=0)
+        fb.hang_next()
+        sid = srv.open()
+        srv.record(sid, search_steps(2, "nocred"))
+        fb.wait_for(lambda: len(fb.requests(kind="step")) == 1, timeout=10)
+        srv.n.kill()
+        fb.release()
+        srv.n.extra_env = {}  # no credentials, no endpoint
+        srv.n.start()
+        srv.s = S_grpc.SessionServiceStub(srv.n.channel())
+        s = srv.get(sid)
+        self.assertTrue(all(st.reasoning.startswith("Evaluation skipped: no AWS credentials")
+                            for st in s.steps), [st.reasoning for st in s.steps])
+        self.assertEqual(len(srv.tool_calls(sid)), 2)
 
     def test_zero_step_session_uses_the_shortcut(self):
         fb = self.fake()
