@@ -323,19 +323,8 @@ static int open_session(RunService *rs, const char *run_id, const char *session_
  * service writes it into the stored summary, which later commits keep. */
 static void tag_session(RunService *rs, const char *session_id, const char *run_id)
 {
-    StoreTxn *t = store_txn_begin(rs->store);
-    if (!t)
-        return;
-    Norn__V1__Session *s = NULL;
-    if (store_session_get(rs->store, session_id, &s) != NORN_OK) {
-        store_txn_abort(t);
-        return;
-    }
-    msg_set_str(&s->run_id, run_id);
-    store_txn_put_session(t, s, s);
-    protobuf_c_message_free_unpacked(&s->base, NULL);
-    char err[200];
-    if (store_txn_commit(t, err, sizeof err) != NORN_OK)
+    char err[320];
+    if (session_service_set_run(rs->sessions, session_id, run_id, err, sizeof err) != RPC_OK)
         log_warn("run_session_tag_failed", "run=%s %s", run_id, err);
 }
 

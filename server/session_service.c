@@ -1793,3 +1793,29 @@ void session_service_set_evaluator(SessionService *ss, Evaluator *ev)
     if (ev && !evaluator_disabled_reason(ev))
         store_markers_scan(ss->store, EVAL_MARKER, requeue_one, ss);
 }
+
+int session_service_set_run(SessionService *ss, const char *id, const char *run_id, char *err,
+                            size_t errlen)
+{
+    StoreTxn *t = store_txn_begin(ss->store);
+    Norn__V1__Session *prev = NULL;
+    int rc = store_session_get(ss->store, id, &prev);
+    if (rc != NORN_OK) {
+        store_txn_abort(t);
+        snprintf(err, errlen, "no session '%s'", id);
+        return norn_error_to_rpc(rc);
+    }
+    Norn__V1__Session *s = (Norn__V1__Session *)msg_clone(&prev->base);
+    msg_set_str(&s->run_id, run_id);
+    put_summary(t, s, prev, store_txn_now_micros(t));
+    set_delta(t, NORN__V1__DELTA_KIND__DELTA_KIND_UPDATED, s, NULL, 0, NULL, 0);
+    OpError e;
+    int failed = commit(ss, t, &e);
+    norn__v1__session__free_unpacked(prev, NULL);
+    norn__v1__session__free_unpacked(s, NULL);
+    if (failed) {
+        snprintf(err, errlen, "%s", e.msg);
+        return e.code;
+    }
+    return RPC_OK;
+}

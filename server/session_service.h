@@ -45,6 +45,12 @@ Norn__V1__IngestResponse *session_service_ingest(SessionService *ss,
                                                  const Norn__V1__IngestRequest *req, RpcCode *code,
                                                  char *msg, size_t cap);
 
+/* Records that session `id` is the session of agent run `run_id`: one
+ * commit with an UPDATED delta, so watchers see it. RPC_OK, or the code
+ * with a message in err. */
+int session_service_set_run(SessionService *ss, const char *id, const char *run_id, char *err,
+                            size_t errlen);
+
 /* The AI judge: hooks through which it loads and applies its work, and
  * the judge to queue steps and sessions on (NULL: none). */
 void session_service_evaluator_hooks(SessionService *ss, EvaluatorHooks *h);
