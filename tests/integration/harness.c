@@ -1,8 +1,12 @@
 /* harness.c — see harness.h. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* nftw */
+#endif
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -14,11 +18,43 @@
 
 extern char **environ;
 
+/* Scratch dirs this process made; removed at exit unless
+ * NORN_TEST_KEEP_DIRS is set (to read a failed test's nornd.log). */
+#define MAX_SCRATCH 64
+static char *scratch[MAX_SCRATCH];
+static int n_scratch;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void remove_scratch_dirs(void)
+{
+    if (getenv("NORN_TEST_KEEP_DIRS"))
+        return;
+    for (int i = 0; i < n_scratch; i++) {
+        nftw(scratch[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        free(scratch[i]);
+    }
+    n_scratch = 0;
+}
+
 int make_scratch_dir(char *buf, size_t cap)
 {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(buf, cap, "%s/norn-test-XXXXXX", tmp);
-    return mkdtemp(buf) ? 0 : -1;
+    if (!mkdtemp(buf))
+        return -1;
+    if (n_scratch == 0)
+        atexit(remove_scratch_dirs);
+    if (n_scratch < MAX_SCRATCH)
+        scratch[n_scratch++] = strdup(buf);
+    return 0;
 }
 
 static void sleep_ms(int ms)

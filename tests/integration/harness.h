@@ -28,7 +28,8 @@ int nornd_restart(NorndProc *p, const char *const *extra_args, const char *const
 int nornd_stop(NorndProc *p, int sig);
 /* Runs a command line, returns its exit code; stdout goes to out (may be NULL). */
 int run_capture(const char *const *argv, char *out, size_t cap);
-/* Makes a scratch dir under $TMPDIR. */
+/* Makes a scratch dir under $TMPDIR, removed when the process exits
+ * (kept when NORN_TEST_KEEP_DIRS is set). */
 int make_scratch_dir(char *buf, size_t cap);
 
 #endif
