@@ -23,6 +23,7 @@
 #include "log.h"
 #include "msg.h"
 #include "norn/v1/agent_service.grpc-c.h"
+#include "util.h"
 
 #define DEFAULT_WORKERS 2
 #define DEFAULT_QUEUE 16
@@ -34,7 +35,6 @@
 /* The data dir's part of every path, leaving room for ids and repo paths. */
 #define MAX_DIR_LEN 3000
 /* Directory levels rm_tree descends; a deeper workspace is not ours. */
-#define MAX_TREE_DEPTH 256
 /* README bytes read for the task prompt (eval_prompt cuts to 2000 code points). */
 #define MAX_README_BYTES 8192
 #define MAX_PYPROJECT_BYTES (256 * 1024)
@@ -136,55 +136,15 @@ static int starts_with_ci(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* Removes `name` in `dirfd` and everything under it, never following a
- * symbolic link and never leaving device `dev`. 0 or -1 (errno set). */
-static int rm_tree_at(int dirfd, const char *name, dev_t dev, int depth)
-{
-    struct stat st;
-    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-        return errno == ENOENT ? 0 : -1;
-    if (!S_ISDIR(st.st_mode))
-        return unlinkat(dirfd, name, 0) == 0 || errno == ENOENT ? 0 : -1;
-    if (st.st_dev != dev || depth > MAX_TREE_DEPTH) {
-        errno = st.st_dev != dev ? EXDEV : ELOOP;
-        return -1;
-    }
-    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -1;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        rc = rm_tree_at(fd, e->d_name, dev, depth + 1);
-    }
-    int saved = errno;
-    closedir(d);
-    if (rc != 0) {
-        errno = saved;
-        return -1;
-    }
-    return unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -1;
-}
-
 /* Removes agents_dir/<name>; `name` is one path component. */
 static int remove_entry(AgentImporter *im, const char *name, char *err, size_t errlen)
 {
     int dfd = open(im->agents_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    struct stat st;
-    if (dfd < 0 || fstat(dfd, &st) != 0) {
+    if (dfd < 0) {
         snprintf(err, errlen, "cannot open %s: %s", im->agents_dir, strerror(errno));
-        if (dfd >= 0)
-            close(dfd);
         return NORN_ERR_INTERNAL;
     }
-    int rc = rm_tree_at(dfd, name, st.st_dev, 0);
+    int rc = remove_tree_at(dfd, name);
     int saved = errno;
     close(dfd);
     if (rc != 0) {

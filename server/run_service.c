@@ -9,7 +9,9 @@
  */
 #include "run_service.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include "keys.h"
 #include "log.h"
 #include "msg.h"
+#include "util.h"
 
 #define MAX_TASK (64 * 1024)
 #define MAX_TIMEOUT_S 86400u
@@ -585,8 +588,42 @@ static void edit_run_ended(Norn__V1__Run *run, void *arg)
 /* Records a run's final state, completes its session (opening it first if
  * the agent never started) and counts it out of its agent. Takes and frees
  * `r`, which is no longer in the live list. */
+/* A run's workspace is its scratch copy of the agent's files: what a run
+ * leaves that is worth keeping (its log tail, its session) is in the store.
+ * Removed when the run ends, so runs do not fill the disk. */
+static void remove_workspace(RunService *rs, const char *run_id)
+{
+    char dir[PATH_CAP];
+    if (path_join(dir, sizeof dir, rs->data_dir, "runs", run_id) == 0 &&
+        remove_tree_at(AT_FDCWD, dir) != 0)
+        log_warn("run_workspace_left", "run=%s dir=%s error=\"%s\"", run_id, dir, strerror(errno));
+}
+
+/* At start-up no run is live: every workspace left is from runs a stopped
+ * server lost (marked FAILED by recover_lost_runs). */
+static void remove_all_workspaces(RunService *rs)
+{
+    char runs[PATH_CAP];
+    if (path_join(runs, sizeof runs, rs->data_dir, "runs", NULL))
+        return;
+    DIR *d = opendir(runs);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (remove_tree_at(dirfd(d), e->d_name) != 0)
+            log_warn("run_workspace_left", "dir=%s/%s error=\"%s\"", runs, e->d_name,
+                     strerror(errno));
+    }
+    closedir(d);
+}
+
 static void finish_run(RunService *rs, LiveRun *r, const RunEnd *end)
 {
+    /* First: whoever sees the run ended finds its workspace gone. */
+    remove_workspace(rs, r->run_id);
     update_run(rs, r->run_id, edit_run_ended, (void *)end);
     if (!r->session_opened) {
         open_session(rs, r->run_id, r->session_id, r->agent_name, r->agent_id, r->task,
@@ -1274,6 +1311,7 @@ RunService *run_service_new(const RunServiceOptions *o, Store *store, ConfigHold
         return NULL;
     }
     recover_lost_runs(rs);
+    remove_all_workspaces(rs);
 
     Norn__V1__Config cfg;
     config_get(config, &cfg);

@@ -8,7 +8,6 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include <git2.h>
 
 #include "error.h"
+#include "util.h"
 
 #define REPORT_INTERVAL_MS 100
 #define LOCK_POLL_MS 50
@@ -201,17 +201,9 @@ static void on_checkout(const char *path, size_t completed, size_t total, void *
 
 /* ---- paths ----------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) && errno != ENOENT ? -1 : 0;
-}
-
 static void rm_rf(const char *path)
 {
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    remove_tree_at(AT_FDCWD, path);
 }
 
 /* mkdir -p; 0 or -1 with errno. */

@@ -1,12 +1,8 @@
 /* harness.c — see harness.h. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw */
-#endif
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -16,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 extern char **environ;
 
 /* Scratch dirs this process made; removed at exit unless
@@ -24,21 +22,12 @@ extern char **environ;
 static char *scratch[MAX_SCRATCH];
 static int n_scratch;
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static void remove_scratch_dirs(void)
 {
     if (getenv("NORN_TEST_KEEP_DIRS"))
         return;
     for (int i = 0; i < n_scratch; i++) {
-        nftw(scratch[i], remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        remove_tree_at(AT_FDCWD, scratch[i]);
         free(scratch[i]);
     }
     n_scratch = 0;

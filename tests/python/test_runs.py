@@ -255,8 +255,10 @@ class RunTests(unittest.TestCase):
         self.assertIn("NORN_RUN_ID=" + run.run_id, run.log_tail)
         self.assertIn("NORN_TASK=env", run.log_tail)
         self.assertIn("NORN_ENDPOINT=127.0.0.1:%d" % self.n.port, run.log_tail)
-        self.assertIn("cwd=" + os.path.join(self.n.data_dir, "runs", run.run_id),
-                      run.log_tail)
+        workspace = os.path.join(self.n.data_dir, "runs", run.run_id)
+        self.assertIn("cwd=" + workspace, run.log_tail)
+        # The workspace is scratch: removed once the run has ended.
+        self.assertFalse(os.path.exists(workspace))
 
     def test_run_works_on_a_copy_of_the_agents_files(self):
         src = os.path.join(self.n.data_dir, "agents", self.agent.agent_id, "src", "agent.py")
@@ -400,7 +402,10 @@ class RestartTests(unittest.TestCase):
                             timeout=RPC_TIMEOUT).run.state != C.RUN_STATE_RUNNING:
             self.assertLess(time.monotonic(), deadline, "the run never started")
             time.sleep(0.1)
+        workspace = os.path.join(n.data_dir, "runs", run.run_id)
+        self.assertTrue(os.path.isdir(workspace))
         n.restart(sig=9)
+        self.assertFalse(os.path.exists(workspace), "the lost run's workspace is left")
         ch = n.channel()
         agents = A_grpc.AgentServiceStub(ch)
         lost = agents.GetRun(A.GetRunRequest(run_id=run.run_id), timeout=RPC_TIMEOUT).run
@@ -458,8 +463,9 @@ class RunAsUserTests(unittest.TestCase):
             self.assertEqual(r.state, C.RUN_STATE_SUCCEEDED, task + ": " + r.error + r.log_tail)
         venv = os.path.join(n.data_dir, "agents", agent_id, "venv")
         self.assertNotEqual(os.stat(venv).st_uid, 0, "the venv is built by the run user")
-        workspace = os.path.join(n.data_dir, "runs", ends["env"].run_id)
-        self.assertNotEqual(os.stat(workspace).st_uid, 0)
+        self.assertRegex(ends["env"].log_tail, r"(?m)^owner=[1-9]\d*$",
+                         "the workspace belongs to the run user")
+        self.assertFalse(os.path.exists(os.path.join(n.data_dir, "runs", ends["env"].run_id)))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -100,6 +102,50 @@ static void test_read_file_limited(void **state)
     assert_null(read_file_limited(path, 100, &len));
 }
 
+static void touch(const char *dir, const char *name)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0400); /* read-only files go too */
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+static void test_remove_tree_at(void **state)
+{
+    (void)state;
+    char outside[] = "/tmp/norn-keep-XXXXXX", tree[] = "/tmp/norn-tree-XXXXXX";
+    assert_non_null(mkdtemp(outside));
+    assert_non_null(mkdtemp(tree));
+    touch(outside, "precious");
+    char p[512], q[512];
+    snprintf(p, sizeof p, "%s/a/b/c", tree);
+    snprintf(q, sizeof q, "%s/a", tree);
+    assert_int_equal(mkdir(q, 0700), 0);
+    snprintf(q, sizeof q, "%s/a/b", tree);
+    assert_int_equal(mkdir(q, 0700), 0);
+    assert_int_equal(mkdir(p, 0700), 0);
+    touch(p, "deep");
+    touch(tree, "top");
+    /* Links to a directory and a file outside: removed, never followed. */
+    snprintf(p, sizeof p, "%s/link-dir", tree);
+    assert_int_equal(symlink(outside, p), 0);
+    snprintf(p, sizeof p, "%s/precious", outside);
+    snprintf(q, sizeof q, "%s/link-file", tree);
+    assert_int_equal(symlink(p, q), 0);
+
+    assert_int_equal(remove_tree_at(AT_FDCWD, tree), 0);
+    struct stat st;
+    assert_int_equal(lstat(tree, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(stat(p, &st), 0); /* the linked-to file is still there */
+    /* Missing is fine; a file is removed as such. */
+    assert_int_equal(remove_tree_at(AT_FDCWD, tree), 0);
+    assert_int_equal(remove_tree_at(AT_FDCWD, p), 0);
+    assert_int_equal(lstat(p, &st), -1);
+    assert_int_equal(rmdir(outside), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1)
@@ -110,6 +156,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_log_quote),
         cmocka_unit_test(test_read_file_limited),
+        cmocka_unit_test(test_remove_tree_at),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
