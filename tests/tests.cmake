@@ -70,6 +70,11 @@ endforeach()
 find_program(NODE node)
 find_program(NPM npm)
 if(NODE AND NPM AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node/package.json)
+  # `make node-deps` (npm ci, a no-op when node_modules is current) as a
+  # fixture, so a plain `ctest` after `make build` has the modules too.
+  add_test(NAME node.deps COMMAND make -s -C ${CMAKE_SOURCE_DIR} node-deps)
+  set_tests_properties(node.deps PROPERTIES FIXTURES_SETUP node_modules TIMEOUT 600
+                       LABELS integration)
   file(GLOB NODE_TESTS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/node/*.test.js)
   foreach(js ${NODE_TESTS})
     get_filename_component(stem ${js} NAME_WE)
@@ -77,7 +82,7 @@ if(NODE AND NPM AND EXISTS ${CMAKE_SOURCE_DIR}/tests/node/package.json)
              WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests/node)
     set_tests_properties(node.${stem} PROPERTIES
       ENVIRONMENT "NORND=$<TARGET_FILE:nornd>;NORN_PROTO_DIR=${CMAKE_SOURCE_DIR}/proto;NODE_PATH=${CMAKE_SOURCE_DIR}/tests/node/node_modules"
-      TIMEOUT 300 LABELS integration)
+      FIXTURES_REQUIRED node_modules TIMEOUT 300 LABELS integration)
   endforeach()
 endif()
 
