@@ -34,7 +34,6 @@
 #define MAX_PATH_LEN 4096
 /* The data dir's part of every path, leaving room for ids and repo paths. */
 #define MAX_DIR_LEN 3000
-/* Directory levels rm_tree descends; a deeper workspace is not ours. */
 /* README bytes read for the task prompt (eval_prompt cuts to 2000 code points). */
 #define MAX_README_BYTES 8192
 #define MAX_PYPROJECT_BYTES (256 * 1024)

@@ -585,9 +585,6 @@ static void edit_run_ended(Norn__V1__Run *run, void *arg)
         msg_set_str(&run->error, e->error);
 }
 
-/* Records a run's final state, completes its session (opening it first if
- * the agent never started) and counts it out of its agent. Takes and frees
- * `r`, which is no longer in the live list. */
 /* A run's workspace is its scratch copy of the agent's files: what a run
  * leaves that is worth keeping (its log tail, its session) is in the store.
  * Removed when the run ends, so runs do not fill the disk. */
@@ -620,6 +617,9 @@ static void remove_all_workspaces(RunService *rs)
     closedir(d);
 }
 
+/* Records a run's final state, completes its session (opening it first if
+ * the agent never started) and counts it out of its agent. Takes and frees
+ * `r`, which is no longer in the live list. */
 static void finish_run(RunService *rs, LiveRun *r, const RunEnd *end)
 {
     /* First: whoever sees the run ended finds its workspace gone. */

@@ -201,11 +201,6 @@ static void on_checkout(const char *path, size_t completed, size_t total, void *
 
 /* ---- paths ----------------------------------------------------------- */
 
-static void rm_rf(const char *path)
-{
-    remove_tree_at(AT_FDCWD, path);
-}
-
 /* mkdir -p; 0 or -1 with errno. */
 static int mkdir_p(const char *path)
 {
@@ -564,7 +559,7 @@ static int open_mirror(git_repository **repo, const char *path, int *created, ch
     if (stat(path, &st) == 0) {
         if (git_repository_open_bare(repo, path) == 0)
             return 0;
-        rm_rf(path); /* a mirror left broken (e.g. by a crash) is only a cache */
+        remove_tree_at(AT_FDCWD, path); /* a mirror left broken (e.g. by a crash) is only a cache */
     }
     git_repository_init_options opts = GIT_REPOSITORY_INIT_OPTIONS_INIT;
     opts.flags = GIT_REPOSITORY_INIT_BARE | GIT_REPOSITORY_INIT_MKPATH;
@@ -582,7 +577,7 @@ static int open_mirror(git_repository **repo, const char *path, int *created, ch
     if (rc != 0) {
         git_repository_free(*repo);
         *repo = NULL;
-        rm_rf(path);
+        remove_tree_at(AT_FDCWD, path);
         *created = 0;
         return set_err(err, errlen, NORN_ERR_INTERNAL, "cannot configure mirror %s: %s", path,
                        git_msg());
@@ -678,9 +673,9 @@ static void import_cleanup(Import *im, int failed)
     git_remote_free(im->remote);
     git_repository_free(im->repo);
     if (failed && im->tmp_made)
-        rm_rf(im->tmp_dir);
+        remove_tree_at(AT_FDCWD, im->tmp_dir);
     if (failed && im->mirror_created)
-        rm_rf(im->mirror_path);
+        remove_tree_at(AT_FDCWD, im->mirror_path);
     if (im->lock_fd >= 0)
         close(im->lock_fd);
     free(im->clone_url);
